@@ -1,0 +1,123 @@
+# llll - build, test, demo, bench. GNU make.
+#   make            libllll.a and libllll.so
+#   make test       every test in t/ (Check); SANITIZE=1 for ASan+UBSan
+#   make demo       build and run examples/
+#   make bench      build and run bench/ (ratios against a baseline in the same run)
+#   make fuzz       libFuzzer on the frame reader (clang), FUZZ_SECONDS=60
+# CC, CFLAGS, LDFLAGS and LDLIBS from the command line are honoured; the warning
+# flags and -std=c11 -pthread are always added.
+
+MAJOR := $(shell sed -n 's/^\#define LLLL_VERSION_MAJOR \([0-9]*\)/\1/p' llll.h)
+MINOR := $(shell sed -n 's/^\#define LLLL_VERSION_MINOR \([0-9]*\)/\1/p' llll.h)
+PATCH := $(shell sed -n 's/^\#define LLLL_VERSION_PATCH \([0-9]*\)/\1/p' llll.h)
+VERSION := $(MAJOR).$(MINOR).$(PATCH)
+
+CFLAGS = -O2 -g
+LDFLAGS =
+LDLIBS =
+WARN = -Wall -Wextra -Wpedantic
+BASE = -std=c11 -pthread $(WARN)
+
+ifeq ($(SANITIZE),1)
+SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+B = build/san
+else
+SAN =
+B = build
+endif
+
+ALL_CFLAGS = $(BASE) $(SAN) $(CFLAGS)
+ALL_LDFLAGS = -pthread $(SAN) $(LDFLAGS)
+
+SRCS = llll.c sbc.c pool.c mapper.c
+OBJS = $(SRCS:%.c=$(B)/%.o)
+LIB_A = $(B)/libllll.a
+SONAME = libllll.so.$(MAJOR)
+LIB_SO = $(B)/libllll.so.$(VERSION)
+
+TEST_SRCS ?= $(wildcard t/test_*.c)
+HELPER_SRCS = $(wildcard t/helper_*.c)
+HELPERS = $(HELPER_SRCS:t/%.c=$(B)/t/%)
+EXAMPLE_SRCS = $(wildcard examples/*.c)
+EXAMPLES = $(EXAMPLE_SRCS:examples/%.c=$(B)/examples/%)
+DEMOS = $(filter-out %_worker,$(EXAMPLES))
+BENCH_SRCS = $(wildcard bench/*.c)
+BENCHES = $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
+
+.PHONY: all test run-tests check-dep demo bench fuzz clean
+all: $(LIB_A) $(B)/libllll.so
+
+$(B)/%.o: %.c llll.h | $(B)
+	$(CC) $(ALL_CFLAGS) -fPIC -c -o $@ $<
+
+$(B):
+	mkdir -p $(B)/t $(B)/examples $(B)/bench
+
+$(LIB_A): $(OBJS)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(LIB_SO): $(OBJS)
+	$(CC) $(ALL_LDFLAGS) -shared -Wl,-soname,$(SONAME) -o $@ $^ $(LDLIBS)
+
+$(B)/libllll.so: $(LIB_SO)
+	ln -sf libllll.so.$(VERSION) $(B)/$(SONAME)
+	ln -sf $(SONAME) $@
+
+# ---------------------------------------------------------------- tests
+# Check is found with pkg-config; without it, test installs Debian's 'check'
+# (as root with apt-get) or stops with a one-line hint.
+check-dep:
+	@pkg-config --exists check 2>/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "llll: the tests need Check; installing the Debian package 'check' with apt-get"; \
+	  (apt-get install -y -qq check >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq check >/dev/null 2>&1)) && exit 0; \
+	fi; \
+	echo "llll: the tests need Check (https://libcheck.github.io/check/): install it, e.g. 'apt-get install check' on Debian, then run 'make test' again" >&2; \
+	exit 1
+
+test: check-dep
+	@$(MAKE) --no-print-directory run-tests
+
+CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
+
+$(B)/t/run: t/main.c $(TEST_SRCS) t/t.h $(LIB_A) | $(B)
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -I. -o $@ t/main.c $(TEST_SRCS) $(ALL_LDFLAGS) $(LIB_A) $(CHECK_LIBS) $(LDLIBS)
+
+$(B)/t/helper_%: t/helper_%.c t/t.h $(LIB_A) | $(B)
+	$(CC) $(ALL_CFLAGS) -I. -o $@ $< $(ALL_LDFLAGS) $(LIB_A) $(LDLIBS)
+
+run-tests: $(B)/t/run $(HELPERS)
+	LLLL_T_DIR=$(B)/t $(B)/t/run
+
+# ---------------------------------------------------------------- demo, bench
+$(B)/examples/%: examples/%.c $(LIB_A) | $(B)
+	$(CC) $(ALL_CFLAGS) -I. -o $@ $< $(ALL_LDFLAGS) $(LIB_A) $(LDLIBS)
+
+demo: $(EXAMPLES)
+	@for d in $(DEMOS); do echo "== $$d =="; ./$$d || exit 1; echo; done
+
+BENCH_OMP = -fopenmp
+$(B)/bench/mapper: bench/mapper.c $(LIB_A) | $(B)
+	$(CC) $(ALL_CFLAGS) $(BENCH_OMP) -I. -o $@ $< $(ALL_LDFLAGS) $(BENCH_OMP) $(LIB_A) $(LDLIBS)
+
+$(B)/bench/%: bench/%.c $(LIB_A) | $(B)
+	$(CC) $(ALL_CFLAGS) -I. -o $@ $< $(ALL_LDFLAGS) $(LIB_A) $(LDLIBS)
+
+bench: $(BENCHES)
+	@for b in $(BENCHES); do echo "== $$b =="; ./$$b || exit 1; echo; done
+
+# ---------------------------------------------------------------- fuzz
+FUZZ_CC = clang
+FUZZ_SECONDS = 60
+$(B)/fuzz_frame: t/fuzz_frame.c sbc.c llll.h | $(B)
+	$(FUZZ_CC) -std=c11 -g -O1 $(WARN) -fsanitize=fuzzer,address,undefined -I. -o $@ t/fuzz_frame.c sbc.c
+
+fuzz: $(B)/fuzz_frame
+	mkdir -p $(B)/fuzz-corpus
+	$(B)/fuzz_frame -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 $(B)/fuzz-corpus
+
+clean:
+	rm -rf build

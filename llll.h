@@ -1,0 +1,392 @@
+/*
+ * llll.h - perform your tasks in parallel with ease.
+ *
+ * The C form of the Python library llll: child processes whose lines reach a
+ * callback, framed channels to child programs, pools of worker processes, and a
+ * thread-pool mapper with a bounded FIFO and a generator.
+ *
+ * Conventions that hold for every function below:
+ * - A function that can fail returns int: 0 on success, a negative errno value
+ *   on failure (-ENOENT, -EMSGSIZE, ...). llll_strerror() names any of them.
+ *   LLLL_EOF is outside every errno range: the peer closed a channel cleanly,
+ *   at a frame boundary.
+ * - Constructors take an out-pointer first; on failure *out is set to NULL.
+ *   The matching _free (or _close) accepts NULL, stops whatever the object
+ *   still runs (kills, joins) and never hangs.
+ * - Options come as a struct by pointer: NULL, a zeroed struct, or designated
+ *   initialisers mean the documented defaults.
+ * - timeout_ms: -1 waits forever, 0 does not wait. A wait that runs out returns
+ *   -ETIMEDOUT (with 0, -EAGAIN may be returned instead) and changes nothing.
+ * - The library installs no signal handler, needs no global initialisation,
+ *   never lets SIGPIPE reach the process, and creates every file descriptor
+ *   close-on-exec, so a child started by one thread never inherits another
+ *   thread's pipes. It prints nothing unless asked to (verbose, llll_print_line).
+ *
+ * POSIX.1-2008 plus pipe2/SOCK_CLOEXEC/dup3; libc and pthreads only.
+ */
+#ifndef LLLL_H
+#define LLLL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- version */
+
+#define LLLL_VERSION_MAJOR 0
+#define LLLL_VERSION_MINOR 1
+#define LLLL_VERSION_PATCH 0
+
+/* The version the library was built as, "MAJOR.MINOR.PATCH" (static storage). */
+const char *llll_version(void);
+
+/* ------------------------------------------------------------------ errors */
+
+/* The peer closed the channel cleanly, between two frames. Below every errno. */
+#define LLLL_EOF (-100000)
+
+/* A short English name for any return value of this library: 0, a negative
+ * errno, or LLLL_EOF. Never NULL; the string has static storage. Thread-safe. */
+const char *llll_strerror(int rc);
+
+/* ------------------------------------------------------ buffers and codecs */
+
+/* A growable byte buffer owned by the caller. Receives write into it, growing
+ * it as needed (cap only grows), so a loop that reuses one buffer allocates
+ * nothing per message once it is large enough. len is the payload's length.
+ * Not thread-safe: one buffer per thread. */
+typedef struct llll_buf {
+    void *data;
+    size_t len;
+    size_t cap;
+} llll_buf;
+#define LLLL_BUF_INIT {0}
+
+/* Frees data and zeroes the struct (which stays usable). Accepts NULL. */
+void llll_buf_free(llll_buf *b);
+
+/* The caller's serialiser. encode appends nothing: it sets out->len to the
+ * encoded size (growing out as it likes, e.g. with realloc). decode makes a
+ * new object from len bytes and stores it in *obj. Both return 0 or a negative
+ * errno, which the _obj functions pass on. The library never looks inside a
+ * payload. */
+typedef struct llll_codec {
+    int (*encode)(void *ctx, const void *obj, llll_buf *out);
+    int (*decode)(void *ctx, const void *data, size_t len, void **obj);
+    void *ctx;
+} llll_codec;
+
+/* ------------------------------------------------------- channels (sbc.c) */
+
+/*
+ * A channel carries frames: a 4-byte big-endian unsigned length, then that
+ * many bytes (the original's framing, so a peer in any language can speak it).
+ * It runs over a connected stream socket or over two one-way fds.
+ *
+ * Thread-safety: send and recv may each be called from several threads at
+ * once; frames never interleave. One thread may send while another receives.
+ * A peer that died makes send/recv return -EPIPE or -ECONNRESET, never a
+ * signal.
+ */
+typedef struct llll_sbc llll_sbc;
+
+/* Default largest frame either way: 64 MiB. */
+#define LLLL_SBC_MAX_FRAME_DEFAULT ((size_t)64 << 20)
+
+/* Wraps rfd (read side) and wfd (write side), which may be the same socket.
+ * The channel owns them from now on (close closes them, also on failure).
+ * Errors: -EBADF, -ENOMEM. */
+int llll_sbc_open(llll_sbc **out, int rfd, int wfd);
+
+/* Two connected channels over a fresh close-on-exec socketpair. */
+int llll_sbc_pair(llll_sbc **a, llll_sbc **b);
+
+/* In a child started by llll (an instance or a pool worker): the channel its
+ * parent set up, named by the environment variable LLLL_SBC_FD, either one
+ * decimal fd (a socket) or "R,W" (two fds, e.g. "0,1" when stdio is the
+ * channel). The variable is removed from the environment so grandchildren do
+ * not inherit it. -ENOENT when it is not set (not started by llll); -EBADF
+ * when it names fds that are not open. Call it once, before starting threads. */
+int llll_sbc_child(llll_sbc **out);
+
+/* Sends one frame of len bytes (len may be 0) in one writev, looping on
+ * partial writes. -EMSGSIZE (nothing sent) when len exceeds the maximum;
+ * -EPIPE/-ECONNRESET when the peer is gone. Blocks while the peer does not
+ * read. */
+int llll_sbc_send(llll_sbc *ch, const void *data, size_t len);
+
+/* Receives one frame into frame (frame->len = its size). LLLL_EOF when the
+ * peer closed between frames; -EPROTO when the stream ended inside a frame;
+ * -EMSGSIZE, before allocating anything, when the header announces more than
+ * the maximum (the channel is then unusable: close it); -ETIMEDOUT when no
+ * whole frame arrived within timeout_ms (a partly received frame is kept and
+ * completed by the next call). */
+int llll_sbc_recv(llll_sbc *ch, llll_buf *frame, int timeout_ms);
+
+/* encode obj with c, then send the bytes as one frame. */
+int llll_sbc_send_obj(llll_sbc *ch, const llll_codec *c, const void *obj);
+
+/* recv one frame, then decode it with c into *obj (the caller owns it). */
+int llll_sbc_recv_obj(llll_sbc *ch, const llll_codec *c, void **obj, int timeout_ms);
+
+/* Sets the largest frame this end sends or accepts (0 restores the default). */
+void llll_sbc_set_max_frame(llll_sbc *ch, size_t max);
+
+/* Added to API.md: ends both directions of a socket channel without freeing
+ * it, from any thread: receivers blocked on this end wake with LLLL_EOF (or an
+ * error), later sends fail, and the peer sees EOF. A pool uses it to release
+ * callers in flight while it is freed. -ENOTSOCK for a channel over pipes. */
+int llll_sbc_shutdown(llll_sbc *ch);
+
+/* Closes the fds and frees the channel. Accepts NULL. No other thread may be
+ * using the channel (use llll_sbc_shutdown first to wake them). */
+void llll_sbc_close(llll_sbc *ch);
+
+/* ------------------------------------------------ child processes (llll.c) */
+
+typedef struct llll_proc llll_proc;
+
+/* One line of output: len bytes at line, its '\n' included if it had one. The
+ * bytes may hold NULs; they are valid only during the call. */
+typedef void llll_line_fn(void *userdata, const char *line, size_t len);
+
+/* Called once, after the child exited and both streams were drained. status
+ * is as from waitpid (WIFEXITED, WEXITSTATUS, WIFSIGNALED, ...). out and err
+ * hold all stdout and stderr bytes when collect_output was set, else NULL;
+ * they are valid only during the call. */
+typedef void llll_end_fn(void *userdata, int status, const llll_buf *out, const llll_buf *err);
+
+typedef struct llll_proc_opts {
+    llll_line_fn *on_stdout;   /* each line of stdout; NULL: lines are dropped */
+    llll_line_fn *on_stderr;   /* each line of stderr; NULL: lines are dropped */
+    llll_end_fn *on_end;       /* once, after exit and drain; NULL: none */
+    void *userdata;            /* passed to every callback */
+    bool collect_output;       /* on_end gets all stdout and stderr bytes */
+    bool verbose;              /* one line to stderr at start and at end */
+    const char *const *env;    /* NULL-terminated "K=V" laid over the parent's
+                                  environment ("K" alone removes K); NULL: none */
+    const char *cwd;           /* NULL: the parent's */
+    bool new_group;            /* child leads a new process group; kill and stop
+                                  reach its descendants too */
+    size_t max_line;           /* 0: 64 KiB; a longer line arrives in pieces of
+                                  at most this size, whose concatenation is it */
+} llll_proc_opts;
+
+/*
+ * Starts argv[0] (looked up in PATH when it has no '/') with argv, its stdin a
+ * pipe (see llll_proc_write), its stdout and stderr read by a library thread
+ * that calls the callbacks. The spawn does not copy the parent's memory
+ * (vfork-style), so it costs the same however large the parent is, and it is
+ * safe while other threads run.
+ *
+ * Callbacks of one child run on one library thread, never two at once, every
+ * line callback before on_end. The end is seen when the child exits even while
+ * a grandchild keeps its stdout open: what is readable then is delivered.
+ * Callbacks may call any llll function except llll_proc_free and
+ * llll_proc_join/stop on their own child (-EDEADLK).
+ *
+ * Errors: the errno of an exec that failed (-ENOENT, -EACCES, -ENOEXEC, ...),
+ * with no child left behind; -EINVAL for an empty argv; -ENOMEM, -EAGAIN.
+ */
+int llll_proc_start(llll_proc **out, const char *const argv[], const llll_proc_opts *opts);
+
+/* Writes all len bytes to the child's stdin (blocking while its pipe is full).
+ * -EPIPE when the child closed its stdin or exited; -EBADF after
+ * llll_proc_close_stdin. Thread-safe. */
+int llll_proc_write(llll_proc *p, const void *data, size_t len);
+
+/* Closes the child's stdin, so it reads EOF. Idempotent. */
+int llll_proc_close_stdin(llll_proc *p);
+
+/* Sends sig (0 means SIGKILL) to the child, or to its process group when
+ * new_group was set. -ESRCH once the child was reaped: a recycled pid is
+ * never signalled. */
+int llll_proc_kill(llll_proc *p, int sig);
+
+/* SIGTERM, up to grace_ms for the child to end, then SIGKILL, then join.
+ * status (may be NULL) as from waitpid. -EDEADLK from the child's callbacks. */
+int llll_proc_stop(llll_proc *p, int grace_ms, int *status);
+
+/* Waits until the child was reaped and on_end returned; status (may be NULL)
+ * as from waitpid. -ETIMEDOUT when timeout_ms ran out (nothing changes);
+ * -EDEADLK when called from one of this child's own callbacks. Any number of
+ * threads may join at once. */
+int llll_proc_join(llll_proc *p, int timeout_ms, int *status);
+
+/* The child's pid (still returned after it was reaped, for messages). */
+pid_t llll_proc_pid(const llll_proc *p);
+
+/* Kills a child still running (SIGKILL, to its group with new_group), joins
+ * it, frees everything. Accepts NULL. Not from the child's own callbacks. */
+void llll_proc_free(llll_proc *p);
+
+/* A ready on_stdout/on_stderr: writes the line to this process's stdout,
+ * adding '\n' when the line had none, whole lines at once. userdata unused. */
+void llll_print_line(void *userdata, const char *line, size_t len);
+
+/* ------------------------------------------------------ instances (llll.c) */
+
+/*
+ * A child that talks to its parent in frames over a socketpair (the
+ * original's PythonInstance). The child finds its end with llll_sbc_child().
+ * Its stdin is closed (after code, if any, was written to it); its stdout and
+ * stderr go to the parent's stdout and stderr unless proc.on_stdout /
+ * proc.on_stderr are set, then they reach those callbacks as lines. It
+ * ignores SIGINT unless keep_sigint, so a Ctrl-C stops the parent's work, not
+ * a child in the middle of a message.
+ */
+typedef struct llll_instance llll_instance;
+
+/* Body of a forked instance: runs in the child; its return value is the
+ * child's exit status. */
+typedef int llll_main_fn(llll_sbc *channel, void *arg);
+
+typedef struct llll_instance_opts {
+    llll_proc_opts proc;       /* callbacks, env, cwd, verbose, new_group, ... */
+    const char *code;          /* written to the child's stdin, then stdin is
+                                  closed: an interpreter's script (argv
+                                  {"python3", "-", NULL}, {"sh", NULL}) */
+    bool keep_sigint;          /* leave SIGINT at its default in the child */
+} llll_instance_opts;
+
+/* Starts a program as an instance (see llll_proc_start for the errors). */
+int llll_instance_start(llll_instance **out, const char *const argv[], const llll_instance_opts *opts);
+
+/* Runs fn(channel, arg) in a forked copy of this program; the child then ends
+ * with _exit(return value): no atexit handlers, no second flush of stdio
+ * buffers. Only fn's thread exists in the child (see Gotchas in README). */
+int llll_instance_fork(llll_instance **out, llll_main_fn *fn, void *arg, const llll_instance_opts *opts);
+
+/* llll_sbc_send / llll_sbc_recv on the instance's channel. */
+int llll_instance_send(llll_instance *in, const void *data, size_t len);
+int llll_instance_recv(llll_instance *in, llll_buf *frame, int timeout_ms);
+
+/* The channel, owned by the instance (for the _obj functions, say). */
+llll_sbc *llll_instance_channel(llll_instance *in);
+
+/* As llll_proc_kill / llll_proc_join. */
+int llll_instance_kill(llll_instance *in, int sig);
+int llll_instance_join(llll_instance *in, int timeout_ms, int *status);
+
+/* Closes the channel, gives the child a short grace (200 ms) to exit on its
+ * own, kills it if it does not, reaps it, frees everything. Accepts NULL. */
+void llll_instance_free(llll_instance *in);
+
+/* ------------------------------------------------------------ pools (pool.c) */
+
+typedef struct llll_pool llll_pool;
+
+/* A worker's function: answers one call. arg/len is the caller's argument;
+ * fn writes its answer into result (result->len = its size). Returning
+ * non-zero makes the call fail with -EREMOTEIO, result still delivered (an
+ * error message, say); the worker goes on serving. */
+typedef int llll_serve_fn(void *ctx, const void *arg, size_t len, llll_buf *result);
+
+typedef struct llll_pool_opts {
+    llll_instance_opts instance;  /* how each worker is started */
+    int call_timeout_ms;          /* 0: none; past it, that worker is killed and
+                                     replaced, and the call gets -ETIMEDOUT */
+    bool no_respawn;              /* a dead worker is replaced unless this is set */
+    size_t max_frame;             /* 0: 64 MiB */
+} llll_pool_opts;
+
+/*
+ * Starts nproc workers (0: the online processors) running argv, each of which
+ * must call llll_serve. Returns once every worker answered a hello; a program
+ * that is not a worker, or dies while it initialises, makes start fail
+ * (-EPROTO, -ECONNRESET, -ETIMEDOUT after 10 s) and leaves nothing running.
+ */
+int llll_pool_start(llll_pool **out, const char *const argv[], int nproc, const llll_pool_opts *opts);
+
+/* As llll_pool_start, the workers being forked copies of this program that
+ * run llll_serve(fn, ctx). */
+int llll_pool_fork(llll_pool **out, llll_serve_fn *fn, void *ctx, int nproc, const llll_pool_opts *opts);
+
+/*
+ * Sends arg to an idle worker and waits for its answer, written into result.
+ * Safe from any number of threads; with every worker busy it blocks until one
+ * is free. A thread gets back the worker it used last when that one is idle.
+ * Errors: -EREMOTEIO (fn failed; result holds what it wrote), -ECONNRESET
+ * (the worker died during this call; it is replaced), -ETIMEDOUT
+ * (call_timeout_ms ran out; the worker is replaced), -EMSGSIZE, -ECANCELED
+ * (the pool is being freed), -ECHILD (no worker left, with no_respawn).
+ */
+int llll_pool_call(llll_pool *pool, const void *arg, size_t len, llll_buf *result);
+
+/* The number of workers the pool keeps. */
+int llll_pool_size(const llll_pool *pool);
+
+/* Added to API.md: counters, read at any time from any thread. */
+typedef struct llll_pool_stats {
+    uint64_t calls;      /* calls answered by a worker (fn's result either way) */
+    uint64_t failures;   /* calls whose fn returned non-zero */
+    uint64_t crashes;    /* calls that lost their worker (-ECONNRESET) */
+    uint64_t timeouts;   /* calls that ran out of call_timeout_ms */
+    uint64_t respawns;   /* workers started to replace a dead one */
+} llll_pool_stats;
+void llll_pool_get_stats(const llll_pool *pool, llll_pool_stats *out);
+
+/* Makes calls in flight return -ECANCELED, closes the channels so workers
+ * exit on EOF, kills those that do not within a short grace, reaps them all.
+ * Accepts NULL. Call it once, when no new call will start. */
+void llll_pool_free(llll_pool *pool);
+
+/* In a worker: answers calls with fn until the master closes the channel
+ * (returns 0, so the worker can exit cleanly). -ENOENT when this process was
+ * not started as a worker; another negative errno when the channel broke. */
+int llll_serve(llll_serve_fn *fn, void *ctx);
+
+/* ---------------------------------------- mapper, FIFO, generator (mapper.c) */
+
+typedef struct llll_mapper llll_mapper;
+typedef struct llll_fifo llll_fifo;
+typedef struct llll_gen llll_gen;
+
+/* One item: fn(ctx, i) writes its result by index; 0 or an error value. */
+typedef int llll_map_fn(void *ctx, size_t i);
+
+/* A pool of nthread threads (0: the online processors; the calling thread of
+ * map works too). Errors: -EINVAL, -ENOMEM, -EAGAIN. */
+int llll_mapper_new(llll_mapper **out, int nthread);
+
+/* Calls fn(ctx, i) once for every i in [0, n) and returns when all returned:
+ * 0, or the value of the failing call with the lowest i (every i still runs).
+ * Work is handed out in chunks that shrink near the end, so items of a few
+ * nanoseconds scale. Safe from several threads at once, and from inside fn
+ * (the calling thread works on its own map, so nesting cannot deadlock). */
+int llll_mapper_map(llll_mapper *m, size_t n, llll_map_fn *fn, void *ctx);
+
+/* Joins the threads. No map may be running. Accepts NULL. */
+void llll_mapper_free(llll_mapper *m);
+
+/* A bounded blocking FIFO of pointers (capacity >= 1). Thread-safe. */
+int llll_fifo_new(llll_fifo **out, size_t capacity);
+int llll_fifo_put(llll_fifo *q, void *item, int timeout_ms);
+int llll_fifo_get(llll_fifo *q, void **item, int timeout_ms);
+/* Frees the queue, not the items still in it. No thread may be waiting on it. */
+void llll_fifo_free(llll_fifo *q);
+
+/* Makes one item; NULL means "no more" (that thread stops). */
+typedef void *llll_gen_fn(void *ctx);
+
+/* nthread threads call fn and keep up to capacity items made ahead.
+ * fn must be thread-safe when nthread > 1. */
+int llll_gen_new(llll_gen **out, llll_gen_fn *fn, void *ctx, int nthread, size_t capacity);
+
+/* The next item. LLLL_EOF once every thread stopped and all items were taken;
+ * -ETIMEDOUT when none came within timeout_ms. */
+int llll_gen_get(llll_gen *g, void **item, int timeout_ms);
+
+/* Stops the threads promptly, even those blocked on a full queue, and joins
+ * them. Items not taken are dropped (not freed). Accepts NULL. */
+void llll_gen_free(llll_gen *g);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LLLL_H */

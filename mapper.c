@@ -1,0 +1,3 @@
+/* mapper.c - (being written) */
+#define _GNU_SOURCE
+#include "llll.h"

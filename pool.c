@@ -1,0 +1,3 @@
+/* pool.c - (being written) */
+#define _GNU_SOURCE
+#include "llll.h"

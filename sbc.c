@@ -1,0 +1,3 @@
+/* sbc.c - (being written) */
+#define _GNU_SOURCE
+#include "llll.h"

@@ -1,0 +1,30 @@
+/* The test runner: every registered suite, in fork mode, one summary line.
+ * CK_RUN_SUITE / CK_RUN_CASE select a part; CK_DEFAULT_TIMEOUT is 10 s. */
+#include <check.h>
+#include <stdlib.h>
+
+#include "t.h"
+
+static Suite *(*makers[64])(void);
+static int nmakers;
+
+void t_register(Suite *(*make)(void))
+{
+    if (nmakers < 64)
+        makers[nmakers++] = make;
+}
+
+int main(void)
+{
+    setenv("CK_DEFAULT_TIMEOUT", "10", 0);
+    if (nmakers == 0)
+        return 1;
+    SRunner *sr = srunner_create(makers[0]());
+    for (int i = 1; i < nmakers; i++)
+        srunner_add_suite(sr, makers[i]());
+    srunner_set_fork_status(sr, CK_FORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
