@@ -121,3 +121,79 @@ fuzz: $(B)/fuzz_frame
 
 clean:
 	rm -rf build
+
+# ---------------------------------------------------------------- install
+PREFIX = /usr/local
+DESTDIR =
+LIBDIR = $(PREFIX)/lib
+INCLUDEDIR = $(PREFIX)/include
+MANDIR = $(PREFIX)/share/man
+PKGCONFIGDIR = $(LIBDIR)/pkgconfig
+MANPAGES = $(wildcard man/*.3)
+
+# Which page documents a function: by its prefix.
+man_page_of = $(if $(filter llll_proc_% llll_print_line,$(1)),llll_proc,$(if $(filter llll_sbc_% llll_buf_%,$(1)),llll_sbc,$(if $(filter llll_instance_%,$(1)),llll_instance,$(if $(filter llll_pool_% llll_serve,$(1)),llll_pool,$(if $(filter llll_mapper_% llll_fifo_% llll_gen_%,$(1)),llll_mapper,llll))))))
+FUNCS = $(shell grep -v '^typedef' llll.h | grep -o '^[a-z][a-z_ ]*[ *]llll_[a-z_]*' | grep -o 'llll_[a-z_]*$$')
+
+.PHONY: install uninstall test-install test-vendor musl size
+$(B)/llll.pc: llll.h Makefile | $(B)
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
+	  'Name: llll' 'Description: child processes, framed channels, process pools and a thread mapper' \
+	  'Version: $(VERSION)' 'Libs: -L$${libdir} -lllll' 'Libs.private: -pthread' \
+	  'Cflags: -I$${includedir}' > $@
+
+install: all $(B)/llll.pc
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man3
+	install -m 644 llll.h $(DESTDIR)$(INCLUDEDIR)/llll.h
+	install -m 644 $(LIB_A) $(DESTDIR)$(LIBDIR)/libllll.a
+	install -m 755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/libllll.so.$(VERSION)
+	ln -sf libllll.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libllll.so
+	install -m 644 $(B)/llll.pc $(DESTDIR)$(PKGCONFIGDIR)/llll.pc
+	install -m 644 $(MANPAGES) $(DESTDIR)$(MANDIR)/man3/
+	$(foreach f,$(FUNCS),$(if $(wildcard man/$(f).3),,echo '.so man3/$(call man_page_of,$(f)).3' > $(DESTDIR)$(MANDIR)/man3/$(f).3;))
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/llll.h $(DESTDIR)$(LIBDIR)/libllll.a \
+	  $(DESTDIR)$(LIBDIR)/libllll.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
+	  $(DESTDIR)$(LIBDIR)/libllll.so $(DESTDIR)$(PKGCONFIGDIR)/llll.pc
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man3/,$(notdir $(MANPAGES)) $(addsuffix .3,$(FUNCS)))
+
+# Installs into a temporary DESTDIR, then builds t/smoke.c against it with
+# pkg-config, fully static, runs it, shows a man page, and uninstalls.
+test-install: all
+	@d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT && \
+	$(MAKE) --no-print-directory -s install DESTDIR="$$d" PREFIX=/usr && \
+	pc="$$d/usr/lib/pkgconfig" && \
+	flags=$$(PKG_CONFIG_PATH="$$pc" PKG_CONFIG_SYSROOT_DIR="$$d" pkg-config --static --cflags --libs llll) && \
+	echo "test-install: cc t/smoke.c $$flags -static" && \
+	$(CC) -std=c11 $(WARN) $(CFLAGS) -o "$$d/smoke" t/smoke.c $$flags -static && "$$d/smoke" && \
+	if command -v man >/dev/null; then \
+	  MANWIDTH=80 man -M "$$d/usr/share/man" -P cat llll_pool_call 2>/dev/null | grep -q 'llll_pool_call' && \
+	  MANWIDTH=80 man -M "$$d/usr/share/man" -P cat llll 2>/dev/null | grep -q 'llll' && \
+	  echo "test-install: man llll, man llll_pool_call ok"; \
+	fi && \
+	$(MAKE) --no-print-directory -s uninstall DESTDIR="$$d" PREFIX=/usr && \
+	left=$$(find "$$d/usr" -type f -o -type l) && [ -z "$$left" ] || { echo "test-install: left behind: $$left"; exit 1; } ; \
+	echo "test-install: passed"
+
+# Copies llll.h and the four sources into a temporary folder and builds them
+# the way a vendoring project would: one cc line, no configuration.
+test-vendor:
+	@d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT && \
+	cp llll.h $(SRCS) t/smoke.c "$$d" && cd "$$d" && \
+	echo "test-vendor: cc -std=c11 -pthread -c $(SRCS)" && \
+	$(CC) -std=c11 -pthread $(WARN) -Werror -c $(SRCS) && \
+	$(CC) -std=c11 -pthread -o smoke smoke.c $(SRCS:.c=.o) && ./smoke && echo "test-vendor: passed"
+
+# Builds the library with musl-gcc and links t/smoke.c fully static.
+musl:
+	$(MAKE) --no-print-directory all B=build/musl CC=musl-gcc CFLAGS="-O2 -Werror"
+	musl-gcc -std=c11 $(WARN) -Werror -static -I. -o build/musl/smoke t/smoke.c build/musl/libllll.a
+	file build/musl/smoke 2>/dev/null || true
+	build/musl/smoke
+
+# Footprint: text size of the library built with -Os.
+size:
+	@$(MAKE) --no-print-directory -s B=build/os CFLAGS="-Os" build/os/libllll.a
+	@size build/os/libllll.a | awk 'NR==1 {print} NR>1 {print; t += $$1} END {printf "total text: %d bytes\n", t}'
