@@ -44,7 +44,7 @@ DEMOS = $(filter-out %_worker,$(EXAMPLES))
 BENCH_SRCS = $(wildcard bench/*.c)
 BENCHES = $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
-.PHONY: all test run-tests check-dep demo bench fuzz clean
+.PHONY: all test run-tests check-dep demo demo-build bench bench-build fuzz clean
 all: $(LIB_A) $(B)/libllll.so
 
 $(B)/%.o: %.c llll.h | $(B)
@@ -96,6 +96,7 @@ run-tests: $(B)/t/run $(HELPERS)
 $(B)/examples/%: examples/%.c $(LIB_A) | $(B)
 	$(CC) $(ALL_CFLAGS) -I. -o $@ $< $(ALL_LDFLAGS) $(LIB_A) $(LDLIBS)
 
+demo-build: $(EXAMPLES)
 demo: $(EXAMPLES)
 	@for d in $(DEMOS); do echo "== $$d =="; ./$$d || exit 1; echo; done
 
@@ -106,6 +107,7 @@ $(B)/bench/mapper: bench/mapper.c $(LIB_A) | $(B)
 $(B)/bench/%: bench/%.c $(LIB_A) | $(B)
 	$(CC) $(ALL_CFLAGS) -I. -o $@ $< $(ALL_LDFLAGS) $(LIB_A) $(LDLIBS)
 
+bench-build: $(BENCHES)
 bench: $(BENCHES)
 	@for b in $(BENCHES); do echo "== $$b =="; ./$$b || exit 1; echo; done
 
