@@ -292,14 +292,19 @@ typedef struct llll_pool_opts {
     int call_timeout_ms;          /* 0: none; past it, that worker is killed and
                                      replaced, and the call gets -ETIMEDOUT */
     bool no_respawn;              /* a dead worker is replaced unless this is set */
-    size_t max_frame;             /* 0: 64 MiB */
+    size_t max_frame;             /* largest argument or result; 0: 64 MiB */
+    int start_timeout_ms;         /* Added to API.md: how long a worker may take to
+                                     send its hello (start, and each replacement);
+                                     0: 10 s; -1: forever */
 } llll_pool_opts;
 
 /*
  * Starts nproc workers (0: the online processors) running argv, each of which
  * must call llll_serve. Returns once every worker answered a hello; a program
  * that is not a worker, or dies while it initialises, makes start fail
- * (-EPROTO, -ECONNRESET, -ETIMEDOUT after 10 s) and leaves nothing running.
+ * (-EPROTO: it sent something else than a hello; -ECONNRESET: it exited;
+ * -ETIMEDOUT: no hello within start_timeout_ms, 10 s by default) and leaves
+ * nothing running. Errors of llll_instance_start pass through (-ENOENT, ...).
  */
 int llll_pool_start(llll_pool **out, const char *const argv[], int nproc, const llll_pool_opts *opts);
 
@@ -318,7 +323,8 @@ int llll_pool_fork(llll_pool **out, llll_serve_fn *fn, void *ctx, int nproc, con
  */
 int llll_pool_call(llll_pool *pool, const void *arg, size_t len, llll_buf *result);
 
-/* The number of workers the pool keeps. */
+/* The number of live workers: nproc, less those that died and were not (yet)
+ * replaced (with no_respawn, or while a replacement failed to start). */
 int llll_pool_size(const llll_pool *pool);
 
 /* Added to API.md: counters, read at any time from any thread. */

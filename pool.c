@@ -1,3 +1,582 @@
-/* pool.c - (being written) */
+/* pool.c - pools of worker processes (llll_pool) and the worker loop (llll_serve).
+ *
+ * Protocol, over each worker's instance channel (frames of sbc.c):
+ *   worker -> master  hello: the 11 bytes "llll-pool/1" (magic and protocol
+ *                     version), sent once, as soon as llll_serve starts;
+ *   master -> worker  request: the argument bytes, as they are;
+ *   worker -> master  reply: 1 status byte (0: fn returned 0, 1: fn failed),
+ *                     then the result bytes.
+ * One request is in flight per worker at a time, so a reply always belongs to
+ * the call that owns the worker. The master closing the channel (LLLL_EOF in
+ * the worker) ends llll_serve with 0.
+ *
+ * Locking: one mutex per pool guards the slots' states; it is never held while
+ * sending, receiving, spawning or reaping. A call owns its worker (BUSY) from
+ * the moment it takes it until it puts it back, so nothing else touches that
+ * worker's channel meanwhile, except llll_pool_free, which only shuts it down.
+ */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "llll.h"
+
+#define HELLO "llll-pool/1"
+#define HELLO_LEN (sizeof HELLO - 1)
+#define START_TIMEOUT_MS 10000
+#define SEND_ATTEMPTS 3        /* a worker found dead before it read the request */
+#define FRAME_LIMIT ((size_t)UINT32_MAX - 1) /* the 4-byte header's range, minus the status byte */
+
+enum slot_state {
+    SLOT_IDLE,      /* in is a live worker nobody uses */
+    SLOT_BUSY,      /* owned by one call */
+    SLOT_SPAWNING,  /* owned by one call that replaces its worker */
+    SLOT_DEAD       /* no worker: replaced by the next call that needs it (unless no_respawn) */
+};
+
+struct slot {
+    llll_instance *in;  /* NULL when dead (or while a replacement is forked) */
+    llll_sbc *ch;       /* in's channel */
+    enum slot_state state;
+};
+
+struct llll_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t idle_cv;   /* a slot became IDLE or DEAD, or the pool is closing */
+    pthread_cond_t drain_cv;  /* inside reached 0 while closing */
+    struct slot *slots;
+    int n;
+    int cursor;               /* where a thread without a hint starts looking */
+    int nwait;                /* threads waiting on idle_cv */
+    int inside;               /* calls between entry and return */
+    bool closing;
+    _Atomic int nlive;        /* slots with a worker (IDLE, BUSY, or BUSY being replaced) */
+    uint64_t id;              /* unique per pool in this process, for the thread hints */
+
+    pthread_mutex_t spawn_mu; /* forks one at a time (see spawn) */
+    char **argv;              /* program workers (deep copy), or NULL */
+    llll_serve_fn *fn;        /* forked workers */
+    void *ctx;
+    llll_instance_opts iopts; /* strings deep-copied below */
+    char **env_copy;
+    char *cwd_copy, *code_copy;
+    int call_timeout_ms;      /* -1: none */
+    int start_timeout_ms;
+    bool no_respawn;
+    size_t max_frame;
+
+    _Atomic uint64_t calls, failures, crashes, timeouts, respawns;
+};
+
+/* The worker a thread used last, per thread, valid for the pool with this id. */
+static _Thread_local struct { uint64_t pool_id; int slot; } hint;
+static _Atomic uint64_t next_pool_id = 1;
+
+/* ----------------------------------------------------------- the worker */
+
+/* Answers requests on ch with fn until the master closes it. */
+static int serve_channel(llll_sbc *ch, llll_serve_fn *fn, void *ctx)
+{
+    /* The master bounds what it sends; replies are bounded by the master's
+     * receive limit, which it reports as -EMSGSIZE to the caller. */
+    llll_sbc_set_max_frame(ch, FRAME_LIMIT + 1);
+    int rc = llll_sbc_send(ch, HELLO, HELLO_LEN);
+    llll_buf req = LLLL_BUF_INIT, res = LLLL_BUF_INIT;
+    while (rc == 0) {
+        rc = llll_sbc_recv(ch, &req, -1);
+        if (rc)
+            break;
+        res.len = 0;
+        int frc = fn(ctx, req.data, req.len, &res);
+        if (res.cap < res.len)   /* fn grew data without keeping cap */
+            res.cap = res.len;
+        if (res.cap < res.len + 1) {
+            size_t cap = res.len + 1 + res.len / 2;
+            void *d = realloc(res.data, cap);
+            if (!d) {
+                rc = -ENOMEM;
+                break;
+            }
+            res.data = d;
+            res.cap = cap;
+        }
+        unsigned char *b = res.data;
+        memmove(b + 1, b, res.len);
+        b[0] = frc ? 1 : 0;
+        rc = llll_sbc_send(ch, b, res.len + 1);
+        if (rc == -EPIPE || rc == -ECONNRESET)
+            rc = LLLL_EOF;   /* the master went away while fn ran */
+    }
+    llll_buf_free(&req);
+    llll_buf_free(&res);
+    return rc == LLLL_EOF ? 0 : rc;
+}
+
+int llll_serve(llll_serve_fn *fn, void *ctx)
+{
+    if (!fn)
+        return -EINVAL;
+    llll_sbc *ch;
+    int rc = llll_sbc_child(&ch);
+    if (rc)
+        return rc;
+    rc = serve_channel(ch, fn, ctx);
+    llll_sbc_close(ch);
+    return rc;
+}
+
+/* Body of a forked worker. */
+static int fork_main(llll_sbc *ch, void *arg)
+{
+    llll_pool *p = arg;
+    return serve_channel(ch, p->fn, p->ctx) == 0 ? 0 : 1;
+}
+
+/* ------------------------------------------------------ worker lifecycle */
+
+/* Starts one worker without waiting for its hello. */
+static int spawn(llll_pool *p, llll_instance **out)
+{
+    int rc;
+    if (p->argv) {
+        rc = llll_instance_start(out, (const char *const *)p->argv, &p->iopts);
+    } else {
+        /* A forked child holds copies of every fd the parent had at that
+         * moment; forking one at a time keeps a sibling from holding the
+         * child end of a channel still being set up, which would hide the
+         * worker's death from the master. */
+        pthread_mutex_lock(&p->spawn_mu);
+        rc = llll_instance_fork(out, fork_main, p, &p->iopts);
+        pthread_mutex_unlock(&p->spawn_mu);
+    }
+    return rc;
+}
+
+/* Waits up to timeout_ms (-1: forever) for a worker's hello. */
+static int await_hello(llll_instance *in, int timeout_ms)
+{
+    llll_buf b = LLLL_BUF_INIT;
+    llll_sbc *ch = llll_instance_channel(in);
+    llll_sbc_set_max_frame(ch, 64);   /* a stranger's bytes stay small */
+    int rc = llll_sbc_recv(ch, &b, timeout_ms);
+    if (rc == 0 && (b.len != HELLO_LEN || memcmp(b.data, HELLO, HELLO_LEN) != 0))
+        rc = -EPROTO;
+    else if (rc == LLLL_EOF || rc == -EPIPE)
+        rc = -ECONNRESET;
+    else if (rc == -EMSGSIZE)
+        rc = -EPROTO;
+    else if (rc == -EAGAIN)
+        rc = -ETIMEDOUT;
+    llll_buf_free(&b);
+    return rc;
+}
+
+/* Kills and reaps a worker. */
+static void reap(llll_instance *in)
+{
+    if (!in)
+        return;
+    llll_instance_kill(in, SIGKILL);
+    llll_instance_free(in);
+}
+
+static void unlock(llll_pool *p) { pthread_mutex_unlock(&p->mu); }
+static void lock(llll_pool *p) { pthread_mutex_lock(&p->mu); }
+
+/* Gives slot i, owned by the caller (not IDLE), a new worker; called and
+ * returns with the lock held, drops it meanwhile. Ends with the slot IDLE with
+ * a worker (give_back) or owned and BUSY (!give_back), or DEAD on failure. */
+static int respawn(llll_pool *p, int i, bool give_back)
+{
+    struct slot *s = &p->slots[i];
+    s->state = SLOT_SPAWNING;
+    unlock(p);
+    llll_instance *in;
+    int rc = spawn(p, &in);
+    lock(p);
+    if (rc == 0) {
+        s->in = in;   /* visible to llll_pool_free, which may shut it down */
+        s->ch = llll_instance_channel(in);
+        rc = p->closing ? -ECANCELED : 0;
+        unlock(p);
+        if (rc == 0)
+            rc = await_hello(in, p->start_timeout_ms);
+        if (rc == 0)
+            llll_sbc_set_max_frame(s->ch, p->max_frame + 1);
+        lock(p);
+        if (rc) {
+            s->in = NULL;
+            s->ch = NULL;
+            unlock(p);
+            reap(in);
+            lock(p);
+        }
+    }
+    if (rc == 0) {
+        atomic_fetch_add_explicit(&p->respawns, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&p->nlive, 1, memory_order_relaxed);
+        s->state = give_back ? SLOT_IDLE : SLOT_BUSY;
+    } else {
+        s->state = SLOT_DEAD;
+    }
+    if (p->nwait && (rc || give_back))
+        pthread_cond_broadcast(&p->idle_cv);
+    return rc;
+}
+
+/* Kills and reaps the worker of slot i (owned by the caller), then replaces
+ * it unless the pool says not to. Lock held on entry and exit. */
+static void retire(llll_pool *p, int i)
+{
+    struct slot *s = &p->slots[i];
+    llll_instance *in = s->in;
+    s->in = NULL;
+    s->ch = NULL;
+    s->state = SLOT_SPAWNING;   /* still ours */
+    atomic_fetch_sub_explicit(&p->nlive, 1, memory_order_relaxed);
+    unlock(p);
+    reap(in);
+    lock(p);
+    if (p->no_respawn || p->closing) {
+        s->state = SLOT_DEAD;
+        if (p->nwait)
+            pthread_cond_broadcast(&p->idle_cv);
+    } else {
+        respawn(p, i, true);
+    }
+}
+
+/* Takes a worker for a call: 0 with *slot BUSY and owned, or an error. Lock
+ * held on entry and exit. */
+static int acquire(llll_pool *p, int *slot)
+{
+    for (;;) {
+        if (p->closing)
+            return -ECANCELED;
+        int h = hint.pool_id == p->id ? hint.slot : -1;
+        if (h >= 0 && p->slots[h].state == SLOT_IDLE) {
+            p->slots[h].state = SLOT_BUSY;
+            *slot = h;
+            return 0;
+        }
+        int dead = -1, alive = 0;
+        for (int k = 0; k < p->n; k++) {
+            int i = (p->cursor + k) % p->n;
+            enum slot_state st = p->slots[i].state;
+            if (st == SLOT_IDLE) {
+                p->cursor = (i + 1) % p->n;
+                p->slots[i].state = SLOT_BUSY;
+                *slot = i;
+                return 0;
+            }
+            if (st == SLOT_DEAD && dead < 0)
+                dead = i;
+            else if (st != SLOT_DEAD)
+                alive++;
+        }
+        if (dead >= 0 && !p->no_respawn) {
+            int rc = respawn(p, dead, false);
+            if (rc == 0)
+                *slot = dead;
+            return rc;
+        }
+        if (alive == 0)
+            return -ECHILD;
+        p->nwait++;
+        pthread_cond_wait(&p->idle_cv, &p->mu);
+        p->nwait--;
+    }
+}
+
+/* One request and its reply on ch. *sent tells whether the request left
+ * whole (else the worker cannot have run fn on it). */
+static int exchange(llll_pool *p, llll_sbc *ch, const void *arg, size_t len, llll_buf *result, bool *sent)
+{
+    *sent = false;
+    int rc = llll_sbc_send(ch, arg, len);
+    if (rc)
+        return rc;
+    *sent = true;
+    rc = llll_sbc_recv(ch, result, p->call_timeout_ms);
+    if (rc)
+        return rc;
+    if (result->len == 0)
+        return -EPROTO;
+    unsigned char *b = result->data;
+    unsigned char status = b[0];
+    if (status > 1)
+        return -EPROTO;
+    result->len--;
+    memmove(b, b + 1, result->len);
+    return status ? -EREMOTEIO : 0;
+}
+
+int llll_pool_call(llll_pool *p, const void *arg, size_t len, llll_buf *result)
+{
+    if (!p || !result || (!arg && len))
+        return -EINVAL;
+    if (len > p->max_frame)
+        return -EMSGSIZE;
+    lock(p);
+    if (p->closing) {
+        unlock(p);
+        return -ECANCELED;
+    }
+    p->inside++;
+    int rc, i;
+    for (int attempt = 1;; attempt++) {
+        rc = acquire(p, &i);
+        if (rc)
+            break;
+        llll_sbc *ch = p->slots[i].ch;
+        unlock(p);
+        bool sent;
+        rc = exchange(p, ch, arg, len, result, &sent);
+        lock(p);
+        hint.pool_id = p->id;
+        hint.slot = i;
+        if (rc == 0 || rc == -EREMOTEIO) {
+            atomic_fetch_add_explicit(&p->calls, 1, memory_order_relaxed);
+            if (rc)
+                atomic_fetch_add_explicit(&p->failures, 1, memory_order_relaxed);
+            p->slots[i].state = SLOT_IDLE;
+            if (p->nwait)
+                pthread_cond_signal(&p->idle_cv);
+            break;
+        }
+        result->len = 0;
+        if (p->closing) {
+            /* free shut the channel down; it reaps the worker itself */
+            p->slots[i].state = SLOT_IDLE;
+            rc = -ECANCELED;
+            break;
+        }
+        if (!sent && rc == -EMSGSIZE) {   /* nothing was sent: the worker is fine */
+            p->slots[i].state = SLOT_IDLE;
+            if (p->nwait)
+                pthread_cond_signal(&p->idle_cv);
+            break;
+        }
+        retire(p, i);
+        if (!sent && attempt < SEND_ATTEMPTS)
+            continue;   /* it died before taking the request: try another */
+        if (rc == -ETIMEDOUT || rc == -EAGAIN) {
+            atomic_fetch_add_explicit(&p->timeouts, 1, memory_order_relaxed);
+            rc = -ETIMEDOUT;
+        } else if (rc != -EMSGSIZE) {
+            atomic_fetch_add_explicit(&p->crashes, 1, memory_order_relaxed);
+            rc = -ECONNRESET;
+        }
+        break;
+    }
+    if (--p->inside == 0 && p->closing)
+        pthread_cond_broadcast(&p->drain_cv);
+    unlock(p);
+    return rc;
+}
+
+/* ------------------------------------------------------ create and free */
+
+static void free_strv(char **v)
+{
+    if (!v)
+        return;
+    for (char **s = v; *s; s++)
+        free(*s);
+    free(v);
+}
+
+static char **dup_strv(const char *const *v)
+{
+    size_t n = 0;
+    while (v[n])
+        n++;
+    char **c = calloc(n + 1, sizeof *c);
+    if (!c)
+        return NULL;
+    for (size_t k = 0; k < n; k++) {
+        if (!(c[k] = strdup(v[k]))) {
+            free_strv(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+static void destroy(llll_pool *p)
+{
+    free_strv(p->argv);
+    free_strv(p->env_copy);
+    free(p->cwd_copy);
+    free(p->code_copy);
+    free(p->slots);
+    pthread_cond_destroy(&p->idle_cv);
+    pthread_cond_destroy(&p->drain_cv);
+    pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->spawn_mu);
+    free(p);
+}
+
+/* Shuts every channel down first, so all workers see EOF at once (also those
+ * whose channel a forked sibling holds a copy of), then reaps them one by one. */
+static void reap_all(llll_pool *p)
+{
+    for (int i = 0; i < p->n; i++)
+        if (p->slots[i].ch)
+            llll_sbc_shutdown(p->slots[i].ch);
+    for (int i = 0; i < p->n; i++) {
+        llll_instance_free(p->slots[i].in);
+        p->slots[i].in = NULL;
+        p->slots[i].ch = NULL;
+    }
+}
+
+static int pool_new(llll_pool **out, const char *const argv[], llll_serve_fn *fn, void *ctx,
+                    int nproc, const llll_pool_opts *opts)
+{
+    static const llll_pool_opts defaults;
+    if (!opts)
+        opts = &defaults;
+    if (nproc < 0 || opts->call_timeout_ms < 0 || opts->start_timeout_ms < -1)
+        return -EINVAL;
+    if (nproc == 0) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        nproc = c > 0 ? (int)c : 1;
+    }
+    llll_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->spawn_mu, NULL);
+    pthread_cond_init(&p->idle_cv, NULL);
+    pthread_cond_init(&p->drain_cv, NULL);
+    p->id = atomic_fetch_add(&next_pool_id, 1);
+    p->n = nproc;
+    p->fn = fn;
+    p->ctx = ctx;
+    p->call_timeout_ms = opts->call_timeout_ms ? opts->call_timeout_ms : -1;
+    p->start_timeout_ms = opts->start_timeout_ms ? opts->start_timeout_ms : START_TIMEOUT_MS;
+    p->no_respawn = opts->no_respawn;
+    p->max_frame = opts->max_frame ? opts->max_frame : LLLL_SBC_MAX_FRAME_DEFAULT;
+    if (p->max_frame > FRAME_LIMIT)
+        p->max_frame = FRAME_LIMIT;
+    p->iopts = opts->instance;
+    bool oom = !(p->slots = calloc((size_t)nproc, sizeof *p->slots));
+    if (argv && !oom)
+        oom = !(p->argv = dup_strv(argv));
+    if (opts->instance.proc.env && !oom) {
+        oom = !(p->env_copy = dup_strv(opts->instance.proc.env));
+        p->iopts.proc.env = (const char *const *)p->env_copy;
+    }
+    if (opts->instance.proc.cwd && !oom) {
+        oom = !(p->cwd_copy = strdup(opts->instance.proc.cwd));
+        p->iopts.proc.cwd = p->cwd_copy;
+    }
+    if (opts->instance.code && !oom) {
+        oom = !(p->code_copy = strdup(opts->instance.code));
+        p->iopts.code = p->code_copy;
+    }
+    if (oom) {
+        destroy(p);
+        return -ENOMEM;
+    }
+
+    /* Start them all, then collect the hellos: they initialise in parallel. */
+    int rc = 0;
+    for (int i = 0; i < nproc && rc == 0; i++) {
+        rc = spawn(p, &p->slots[i].in);
+        if (rc == 0)
+            p->slots[i].ch = llll_instance_channel(p->slots[i].in);
+    }
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < nproc && rc == 0; i++) {
+        int left = p->start_timeout_ms;
+        if (left > 0) {
+            struct timespec t;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            long spent = (t.tv_sec - t0.tv_sec) * 1000L + (t.tv_nsec - t0.tv_nsec) / 1000000L;
+            left = spent >= left ? 0 : left - (int)spent;
+        }
+        rc = await_hello(p->slots[i].in, left);
+        if (rc == -EAGAIN)
+            rc = -ETIMEDOUT;
+        if (rc == 0)
+            llll_sbc_set_max_frame(p->slots[i].ch, p->max_frame + 1);
+    }
+    if (rc) {
+        for (int i = 0; i < nproc; i++)
+            if (p->slots[i].in)
+                llll_instance_kill(p->slots[i].in, SIGKILL);
+        reap_all(p);
+        destroy(p);
+        return rc;
+    }
+    p->nlive = nproc;
+    *out = p;
+    return 0;
+}
+
+int llll_pool_start(llll_pool **out, const char *const argv[], int nproc, const llll_pool_opts *opts)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!argv || !argv[0])
+        return -EINVAL;
+    return pool_new(out, argv, NULL, NULL, nproc, opts);
+}
+
+int llll_pool_fork(llll_pool **out, llll_serve_fn *fn, void *ctx, int nproc, const llll_pool_opts *opts)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!fn)
+        return -EINVAL;
+    return pool_new(out, NULL, fn, ctx, nproc, opts);
+}
+
+int llll_pool_size(const llll_pool *p)
+{
+    return p ? atomic_load_explicit(&p->nlive, memory_order_relaxed) : 0;
+}
+
+void llll_pool_get_stats(const llll_pool *p, llll_pool_stats *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    if (!p)
+        return;
+    out->calls = atomic_load_explicit(&p->calls, memory_order_relaxed);
+    out->failures = atomic_load_explicit(&p->failures, memory_order_relaxed);
+    out->crashes = atomic_load_explicit(&p->crashes, memory_order_relaxed);
+    out->timeouts = atomic_load_explicit(&p->timeouts, memory_order_relaxed);
+    out->respawns = atomic_load_explicit(&p->respawns, memory_order_relaxed);
+}
+
+void llll_pool_free(llll_pool *p)
+{
+    if (!p)
+        return;
+    lock(p);
+    p->closing = true;
+    pthread_cond_broadcast(&p->idle_cv);
+    /* Wake the calls blocked on a worker; the slot stays theirs until they
+     * notice, so its instance is not freed under them. */
+    for (int i = 0; i < p->n; i++)
+        if (p->slots[i].state != SLOT_IDLE && p->slots[i].ch)
+            llll_sbc_shutdown(p->slots[i].ch);
+    while (p->inside > 0)
+        pthread_cond_wait(&p->drain_cv, &p->mu);
+    unlock(p);
+    reap_all(p);
+    destroy(p);
+}
