@@ -1,0 +1,630 @@
+/* Pools: llll_pool_* and llll_serve. Most pools run t/helper_pool_worker.c;
+ * forked pools run the functions below. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "llll.h"
+#include "t.h"
+
+/* ------------------------------------------------------------- helpers */
+
+static const char *worker_argv[] = { NULL, NULL, NULL, NULL };
+
+static const char *const *worker(void)
+{
+    worker_argv[0] = t_helper("pool_worker");
+    return worker_argv;
+}
+
+/* The test process (a fork of the runner) has no child left. */
+static void assert_no_child(void)
+{
+    errno = 0;
+    ck_assert_int_eq(waitpid(-1, NULL, WNOHANG), -1);
+    ck_assert_int_eq(errno, ECHILD);
+}
+
+/* Calls with a text command; returns the result as a string in *out. */
+static int call_str(llll_pool *p, const char *cmd, llll_buf *res, char *out, size_t outsz)
+{
+    int rc = llll_pool_call(p, cmd, strlen(cmd), res);
+    size_t n = res->len < outsz - 1 ? res->len : outsz - 1;
+    if (n)
+        memcpy(out, res->data, n);
+    out[n] = '\0';
+    return rc;
+}
+
+static long call_num(llll_pool *p, const char *cmd)
+{
+    llll_buf res = LLLL_BUF_INIT;
+    char out[64];
+    int rc = call_str(p, cmd, &res, out, sizeof out);
+    llll_buf_free(&res);
+    ck_assert_msg(rc == 0, "%s: %s", cmd, llll_strerror(rc));
+    return strtol(out, NULL, 10);
+}
+
+/* Occupies every worker of p at once with a "hold" call and returns their
+ * pids in pids[0..n): n threads call, each worker reports on a pipe when it
+ * holds a call, and they are let go only once n arrived, so the n pids
+ * belong to n distinct workers answering together. */
+struct hold_arg {
+    llll_pool *p;
+    char cmd[64];
+    int rc;
+    long pid;
+};
+
+static void *hold_thread(void *a)
+{
+    struct hold_arg *h = a;
+    llll_buf res = LLLL_BUF_INIT;
+    char out[64];
+    h->rc = call_str(h->p, h->cmd, &res, out, sizeof out);
+    h->pid = strtol(out, NULL, 10);
+    llll_buf_free(&res);
+    return NULL;
+}
+
+/* Pipes inherited by exec'd workers (no O_CLOEXEC on purpose). */
+static int arrive[2], release[2];
+
+static void make_hold_pipes(void)
+{
+    ck_assert_int_eq(pipe(arrive), 0);
+    ck_assert_int_eq(pipe(release), 0);
+}
+
+static void close_hold_pipes(void)
+{
+    close(arrive[0]);
+    close(arrive[1]);
+    close(release[0]);
+    close(release[1]);
+}
+
+/* Starts n hold calls and waits until n workers hold them. */
+static void hold_start(llll_pool *p, int n, struct hold_arg *h, pthread_t *th, int *arrived_pids)
+{
+    for (int i = 0; i < n; i++) {
+        h[i].p = p;
+        snprintf(h[i].cmd, sizeof h[i].cmd, "hold %d %d", arrive[1], release[0]);
+        ck_assert_int_eq(pthread_create(&th[i], NULL, hold_thread, &h[i]), 0);
+    }
+    for (int i = 0; i < n; i++)
+        ck_assert_int_eq(read(arrive[0], &arrived_pids[i], sizeof(int)), (ssize_t)sizeof(int));
+}
+
+static void assert_all_workers_answer(llll_pool *p, int n)
+{
+    struct hold_arg h[16];
+    pthread_t th[16];
+    int arrived[16];
+    ck_assert_int_le(n, 16);
+    hold_start(p, n, h, th, arrived);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < i; j++)
+            ck_assert_int_ne(arrived[i], arrived[j]);
+    char go[16] = { 0 };
+    ck_assert_int_eq(write(release[1], go, (size_t)n), n);
+    for (int i = 0; i < n; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(h[i].rc, 0);
+    }
+}
+
+static llll_pool *start_worker_pool(int n, const llll_pool_opts *o)
+{
+    llll_pool *p;
+    int rc = llll_pool_start(&p, worker(), n, o);
+    ck_assert_msg(rc == 0, "start: %s", llll_strerror(rc));
+    ck_assert_int_eq(llll_pool_size(p), n);
+    return p;
+}
+
+/* ----------------------------------------------------- forked functions */
+
+static long fib(long n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
+
+static int put_text(llll_buf *r, const char *s)
+{
+    size_t n = strlen(s);
+    if (r->cap < n) {
+        void *d = realloc(r->data, n);
+        if (!d)
+            return -ENOMEM;
+        r->data = d;
+        r->cap = n;
+    }
+    memcpy(r->data, s, n);
+    r->len = n;
+    return 0;
+}
+
+/* arg: a long in binary; result: fib(arg) as a long. ctx: an offset added. */
+static int fib_fn(void *ctx, const void *arg, size_t len, llll_buf *res)
+{
+    long n;
+    if (len != sizeof n)
+        return put_text(res, "want a long"), 1;
+    memcpy(&n, arg, sizeof n);
+    long v = fib(n) + *(const long *)ctx;
+    if (res->cap < sizeof v) {
+        void *d = realloc(res->data, sizeof v);
+        if (!d)
+            return 1;
+        res->data = d;
+        res->cap = sizeof v;
+    }
+    memcpy(res->data, &v, sizeof v);
+    res->len = sizeof v;
+    return 0;
+}
+
+/* Fails on odd numbers with a message naming them. */
+static int picky_fn(void *ctx, const void *arg, size_t len, llll_buf *res)
+{
+    (void)ctx;
+    char msg[64];
+    snprintf(msg, sizeof msg, "%.*s is odd", (int)len, (const char *)arg);
+    if (len > 0 && (((const char *)arg)[len - 1] - '0') % 2)
+        return put_text(res, msg), 1;
+    return put_text(res, "even");
+}
+
+/* -------------------------------------------------------------- results */
+
+struct many_arg {
+    llll_pool *p;
+    int base, n;
+    int wrong, errors;
+};
+
+static void *many_thread(void *a)
+{
+    struct many_arg *m = a;
+    llll_buf res = LLLL_BUF_INIT;
+    for (int k = 0; k < m->n; k++) {
+        long x = m->base + k;
+        char cmd[32], out[64], want[32];
+        snprintf(cmd, sizeof cmd, "sq %ld", x);
+        snprintf(want, sizeof want, "%ld", x * x);
+        int rc = call_str(m->p, cmd, &res, out, sizeof out);
+        if (rc)
+            m->errors++;
+        else if (strcmp(out, want) != 0)
+            m->wrong++;
+    }
+    llll_buf_free(&res);
+    return NULL;
+}
+
+START_TEST(calls_from_eight_threads_each_get_their_own_result)
+{
+    llll_pool *p = start_worker_pool(3, NULL);
+    struct many_arg m[8];
+    pthread_t th[8];
+    for (int i = 0; i < 8; i++) {
+        m[i] = (struct many_arg){ .p = p, .base = 1000 * (i + 1), .n = 300 };
+        ck_assert_int_eq(pthread_create(&th[i], NULL, many_thread, &m[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(m[i].errors, 0);
+        ck_assert_int_eq(m[i].wrong, 0);
+    }
+    llll_pool_stats st;
+    llll_pool_get_stats(p, &st);
+    ck_assert_uint_eq(st.calls, 8 * 300);
+    ck_assert_uint_eq(st.crashes + st.failures + st.timeouts + st.respawns, 0);
+    llll_pool_free(p);
+    assert_no_child();
+}
+END_TEST
+
+START_TEST(a_fork_pool_computes_fibonacci_in_its_workers)
+{
+    static long offset = 1000000;   /* ctx reaches the forked workers */
+    llll_pool *p;
+    ck_assert_int_eq(llll_pool_fork(&p, fib_fn, &offset, 2, NULL), 0);
+    ck_assert_int_eq(llll_pool_size(p), 2);
+    llll_buf res = LLLL_BUF_INIT;
+    for (long n = 0; n <= 25; n++) {
+        ck_assert_int_eq(llll_pool_call(p, &n, sizeof n, &res), 0);
+        long v;
+        ck_assert_uint_eq(res.len, sizeof v);
+        memcpy(&v, res.data, sizeof v);
+        ck_assert_int_eq(v, fib(n) + offset);
+    }
+    llll_buf_free(&res);
+    llll_pool_free(p);
+    assert_no_child();
+}
+END_TEST
+
+START_TEST(a_thread_gets_back_the_worker_it_used_last)
+{
+    llll_pool *p = start_worker_pool(3, NULL);
+    long first = call_num(p, "pid");
+    for (int i = 0; i < 20; i++)
+        ck_assert_int_eq(call_num(p, "pid"), first);
+    llll_pool_free(p);
+}
+END_TEST
+
+START_TEST(a_failing_fn_gives_eremoteio_with_its_message)
+{
+    llll_pool *p;
+    ck_assert_int_eq(llll_pool_fork(&p, picky_fn, NULL, 1, NULL), 0);
+    llll_buf res = LLLL_BUF_INIT;
+    char out[64];
+    ck_assert_int_eq(call_str(p, "41", &res, out, sizeof out), -EREMOTEIO);
+    ck_assert_str_eq(out, "41 is odd");
+    ck_assert_int_eq(call_str(p, "42", &res, out, sizeof out), 0);
+    ck_assert_str_eq(out, "even");
+    llll_pool_stats st;
+    llll_pool_get_stats(p, &st);
+    ck_assert_uint_eq(st.calls, 2);
+    ck_assert_uint_eq(st.failures, 1);
+    ck_assert_uint_eq(st.crashes + st.respawns, 0);
+    llll_buf_free(&res);
+    llll_pool_free(p);
+}
+END_TEST
+
+/* ------------------------------------------------------ dying workers */
+
+START_TEST(a_worker_that_crashes_gives_econnreset_and_is_replaced)
+{
+    make_hold_pipes();
+    llll_pool *p = start_worker_pool(2, NULL);
+    llll_buf res = LLLL_BUF_INIT;
+    char out[64];
+    ck_assert_int_eq(call_str(p, "crash", &res, out, sizeof out), -ECONNRESET);
+    ck_assert_int_eq(llll_pool_size(p), 2);
+    ck_assert_int_eq(call_num(p, "sq 12"), 144);
+    llll_pool_stats st;
+    llll_pool_get_stats(p, &st);
+    ck_assert_uint_eq(st.crashes, 1);
+    ck_assert_uint_eq(st.respawns, 1);
+    ck_assert_uint_eq(st.calls, 1);
+    assert_all_workers_answer(p, 2);
+    llll_buf_free(&res);
+    llll_pool_free(p);
+    close_hold_pipes();
+    assert_no_child();
+}
+END_TEST
+
+START_TEST(a_hung_worker_times_out_and_is_replaced)
+{
+    make_hold_pipes();
+    llll_pool *p = start_worker_pool(2, &(llll_pool_opts){ .call_timeout_ms = 300 });
+    llll_buf res = LLLL_BUF_INIT;
+    char out[64];
+    ck_assert_int_eq(call_str(p, "hang", &res, out, sizeof out), -ETIMEDOUT);
+    ck_assert_int_eq(llll_pool_size(p), 2);
+    ck_assert_int_eq(call_num(p, "sq 7"), 49);
+    llll_pool_stats st;
+    llll_pool_get_stats(p, &st);
+    ck_assert_uint_eq(st.timeouts, 1);
+    ck_assert_uint_eq(st.respawns, 1);
+    ck_assert_uint_eq(st.crashes, 0);
+    assert_all_workers_answer(p, 2);
+    llll_buf_free(&res);
+    llll_pool_free(p);
+    close_hold_pipes();
+    assert_no_child();
+}
+END_TEST
+
+START_TEST(without_respawn_dead_workers_stay_dead_then_calls_get_echild)
+{
+    llll_pool *p = start_worker_pool(2, &(llll_pool_opts){ .no_respawn = true });
+    llll_buf res = LLLL_BUF_INIT;
+    char out[64];
+    ck_assert_int_eq(call_str(p, "crash", &res, out, sizeof out), -ECONNRESET);
+    ck_assert_int_eq(llll_pool_size(p), 1);
+    ck_assert_int_eq(call_num(p, "sq 3"), 9);
+    ck_assert_int_eq(call_str(p, "crash", &res, out, sizeof out), -ECONNRESET);
+    ck_assert_int_eq(llll_pool_size(p), 0);
+    ck_assert_int_eq(call_str(p, "sq 3", &res, out, sizeof out), -ECHILD);
+    llll_pool_stats st;
+    llll_pool_get_stats(p, &st);
+    ck_assert_uint_eq(st.crashes, 2);
+    ck_assert_uint_eq(st.respawns, 0);
+    llll_buf_free(&res);
+    llll_pool_free(p);
+    assert_no_child();
+}
+END_TEST
+
+/* The kill storm: callers record the pids that answered them; a killer
+ * SIGKILLs one of them every few ms. */
+struct storm {
+    llll_pool *p;
+    pthread_mutex_t mu;
+    pid_t pids[16];
+    unsigned npids;
+    atomic_bool stop;
+    atomic_int ok, reset, wrong, other, kills;
+};
+
+static void storm_note(struct storm *s, pid_t pid)
+{
+    pthread_mutex_lock(&s->mu);
+    s->pids[s->npids++ % 16] = pid;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* pid is still a child of this process (not reaped, so not recycled). */
+static int is_our_child(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *close_paren = strrchr(buf, ')');
+    int ppid = 0;
+    char state;
+    return close_paren && sscanf(close_paren + 1, " %c %d", &state, &ppid) == 2 && ppid == getpid();
+}
+
+static void *storm_killer(void *a)
+{
+    struct storm *s = a;
+    unsigned seed = 12345;
+    while (!atomic_load(&s->stop)) {
+        pthread_mutex_lock(&s->mu);
+        pid_t pid = s->npids ? s->pids[rand_r(&seed) % (s->npids < 16 ? s->npids : 16)] : 0;
+        pthread_mutex_unlock(&s->mu);
+        if (pid > 0 && is_our_child(pid) && kill(pid, SIGKILL) == 0)
+            atomic_fetch_add(&s->kills, 1);
+        nanosleep(&(struct timespec){ 0, (3 + rand_r(&seed) % 5) * 1000000L }, NULL);
+    }
+    return NULL;
+}
+
+static void *storm_caller(void *a)
+{
+    struct storm *s = a;
+    llll_buf res = LLLL_BUF_INIT;
+    static atomic_long next = 1;
+    while (!atomic_load(&s->stop)) {
+        long x = atomic_fetch_add(&next, 1);
+        char cmd[32], out[64];
+        snprintf(cmd, sizeof cmd, "echo %ld", x);
+        int rc = call_str(s->p, cmd, &res, out, sizeof out);
+        long pid, y;
+        if (rc == -ECONNRESET)
+            atomic_fetch_add(&s->reset, 1);
+        else if (rc != 0)
+            atomic_fetch_add(&s->other, 1);
+        else if (sscanf(out, "%ld %ld", &pid, &y) != 2 || y != x)
+            atomic_fetch_add(&s->wrong, 1);
+        else {
+            atomic_fetch_add(&s->ok, 1);
+            storm_note(s, (pid_t)pid);
+        }
+    }
+    llll_buf_free(&res);
+    return NULL;
+}
+
+START_TEST(calls_survive_a_storm_of_killed_workers)
+{
+    make_hold_pipes();
+    struct storm s = { .p = start_worker_pool(3, NULL) };
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_t callers[4], killer;
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(pthread_create(&callers[i], NULL, storm_caller, &s), 0);
+    ck_assert_int_eq(pthread_create(&killer, NULL, storm_killer, &s), 0);
+    /* How long the storm lasts, not a synchronisation. */
+    nanosleep(&(struct timespec){ 1, 500000000L }, NULL);
+    atomic_store(&s.stop, true);
+    pthread_join(killer, NULL);
+    for (int i = 0; i < 4; i++)
+        pthread_join(callers[i], NULL);
+    ck_assert_int_eq(atomic_load(&s.wrong), 0);
+    ck_assert_int_eq(atomic_load(&s.other), 0);
+    ck_assert_int_gt(atomic_load(&s.ok), 0);
+    ck_assert_int_gt(atomic_load(&s.kills), 0);
+    llll_pool_stats st;
+    llll_pool_get_stats(s.p, &st);
+    ck_assert_uint_eq(st.crashes, (uint64_t)atomic_load(&s.reset));
+    ck_assert_uint_ge(st.respawns, st.crashes);
+    ck_assert_int_eq(llll_pool_size(s.p), 3);
+    assert_all_workers_answer(s.p, 3);
+    llll_pool_free(s.p);
+    close_hold_pipes();
+    assert_no_child();
+}
+END_TEST
+
+/* ------------------------------------------------------------- start */
+
+START_TEST(start_fails_on_a_program_that_exits_without_hello)
+{
+    llll_pool *p = (llll_pool *)&p;
+    const char *argv[] = { "true", NULL };
+    ck_assert_int_eq(llll_pool_start(&p, argv, 3, NULL), -ECONNRESET);
+    ck_assert_ptr_null(p);
+    assert_no_child();
+}
+END_TEST
+
+START_TEST(start_times_out_on_a_program_that_never_says_hello)
+{
+    llll_pool *p;
+    const char *argv[] = { "sleep", "30", NULL };
+    ck_assert_int_eq(llll_pool_start(&p, argv, 2, &(llll_pool_opts){ .start_timeout_ms = 300 }), -ETIMEDOUT);
+    ck_assert_ptr_null(p);
+    assert_no_child();
+}
+END_TEST
+
+START_TEST(start_rejects_a_worker_of_another_protocol_version)
+{
+    llll_pool *p;
+    const char *argv[] = { t_helper("pool_worker"), "--bad-hello", NULL };
+    ck_assert_int_eq(llll_pool_start(&p, argv, 2, NULL), -EPROTO);
+    ck_assert_ptr_null(p);
+    assert_no_child();
+}
+END_TEST
+
+START_TEST(start_reports_enoent_for_a_missing_program)
+{
+    llll_pool *p;
+    const char *argv[] = { "/nonexistent/llll-worker", NULL };
+    ck_assert_int_eq(llll_pool_start(&p, argv, 2, NULL), -ENOENT);
+    ck_assert_ptr_null(p);
+    assert_no_child();
+}
+END_TEST
+
+START_TEST(nproc_zero_starts_one_worker_per_online_cpu)
+{
+    static long zero;
+    llll_pool *p;
+    ck_assert_int_eq(llll_pool_fork(&p, fib_fn, &zero, 0, NULL), 0);
+    ck_assert_int_eq(llll_pool_size(p), (int)sysconf(_SC_NPROCESSORS_ONLN));
+    llll_pool_free(p);
+}
+END_TEST
+
+/* ----------------------------------------------------- sizes, serve, free */
+
+START_TEST(an_argument_over_max_frame_gives_emsgsize_and_the_pool_goes_on)
+{
+    llll_pool *p = start_worker_pool(1, &(llll_pool_opts){ .max_frame = 16 });
+    llll_buf res = LLLL_BUF_INIT;
+    char out[64];
+    ck_assert_int_eq(call_str(p, "echo 123456789012", &res, out, sizeof out), -EMSGSIZE);
+    ck_assert_int_eq(call_num(p, "sq 5"), 25);
+    llll_pool_stats st;
+    llll_pool_get_stats(p, &st);
+    ck_assert_uint_eq(st.respawns, 0);
+    llll_buf_free(&res);
+    llll_pool_free(p);
+}
+END_TEST
+
+START_TEST(a_result_over_max_frame_gives_emsgsize_and_the_worker_is_replaced)
+{
+    llll_pool *p = start_worker_pool(1, &(llll_pool_opts){ .max_frame = 100 });
+    llll_buf res = LLLL_BUF_INIT;
+    char out[64];
+    ck_assert_int_eq(call_str(p, "big 100", &res, out, sizeof out), 0);
+    ck_assert_uint_eq(res.len, 100);
+    ck_assert_int_eq(call_str(p, "big 101", &res, out, sizeof out), -EMSGSIZE);
+    ck_assert_int_eq(call_num(p, "sq 5"), 25);
+    llll_pool_stats st;
+    llll_pool_get_stats(p, &st);
+    ck_assert_uint_eq(st.respawns, 1);
+    llll_buf_free(&res);
+    llll_pool_free(p);
+}
+END_TEST
+
+START_TEST(serve_returns_enoent_outside_a_worker)
+{
+    unsetenv("LLLL_SBC_FD");
+    ck_assert_int_eq(llll_serve(picky_fn, NULL), -ENOENT);
+}
+END_TEST
+
+START_TEST(serve_returns_zero_in_each_worker_when_the_pool_is_freed)
+{
+    char path[] = "/tmp/llll-pool-report-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    const char *argv[] = { t_helper("pool_worker"), "--report", path, NULL };
+    llll_pool *p;
+    ck_assert_int_eq(llll_pool_start(&p, argv, 3, NULL), 0);
+    ck_assert_int_eq(call_num(p, "sq 4"), 16);
+    llll_pool_free(p);
+    assert_no_child();
+    char buf[64] = { 0 };
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    unlink(path);
+    ck_assert_int_eq(n, 6);
+    ck_assert_str_eq(buf, "0\n0\n0\n");
+}
+END_TEST
+
+START_TEST(free_releases_threads_blocked_in_calls)
+{
+    make_hold_pipes();
+    llll_pool *p = start_worker_pool(2, NULL);
+    struct hold_arg h[2];
+    pthread_t th[2];
+    int arrived[2];
+    hold_start(p, 2, h, th, arrived);   /* both calls are inside their workers */
+    llll_pool_free(p);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_msg(h[i].rc == -ECANCELED || h[i].rc == -ECONNRESET, "%s", llll_strerror(h[i].rc));
+    }
+    close_hold_pipes();
+    assert_no_child();
+}
+END_TEST
+
+START_TEST(free_accepts_null)
+{
+    llll_pool_free(NULL);
+    ck_assert_int_eq(llll_pool_size(NULL), 0);
+}
+END_TEST
+
+static Suite *pool_suite(void)
+{
+    Suite *s = suite_create("pool");
+    TCase *tc = tcase_create("calls");
+    tcase_add_test(tc, calls_from_eight_threads_each_get_their_own_result);
+    tcase_add_test(tc, a_fork_pool_computes_fibonacci_in_its_workers);
+    tcase_add_test(tc, a_thread_gets_back_the_worker_it_used_last);
+    tcase_add_test(tc, a_failing_fn_gives_eremoteio_with_its_message);
+    tcase_add_test(tc, an_argument_over_max_frame_gives_emsgsize_and_the_pool_goes_on);
+    tcase_add_test(tc, a_result_over_max_frame_gives_emsgsize_and_the_worker_is_replaced);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("dying workers");
+    tcase_add_test(tc, a_worker_that_crashes_gives_econnreset_and_is_replaced);
+    tcase_add_test(tc, a_hung_worker_times_out_and_is_replaced);
+    tcase_add_test(tc, without_respawn_dead_workers_stay_dead_then_calls_get_echild);
+    tcase_add_test(tc, calls_survive_a_storm_of_killed_workers);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("start and free");
+    tcase_add_test(tc, start_fails_on_a_program_that_exits_without_hello);
+    tcase_add_test(tc, start_times_out_on_a_program_that_never_says_hello);
+    tcase_add_test(tc, start_rejects_a_worker_of_another_protocol_version);
+    tcase_add_test(tc, start_reports_enoent_for_a_missing_program);
+    tcase_add_test(tc, nproc_zero_starts_one_worker_per_online_cpu);
+    tcase_add_test(tc, serve_returns_enoent_outside_a_worker);
+    tcase_add_test(tc, serve_returns_zero_in_each_worker_when_the_pool_is_freed);
+    tcase_add_test(tc, free_releases_threads_blocked_in_calls);
+    tcase_add_test(tc, free_accepts_null);
+    suite_add_tcase(s, tc);
+    return s;
+}
+T_SUITE(pool_suite)
