@@ -356,21 +356,31 @@ typedef struct llll_gen llll_gen;
 /* One item: fn(ctx, i) writes its result by index; 0 or an error value. */
 typedef int llll_map_fn(void *ctx, size_t i);
 
-/* A pool of nthread threads (0: the online processors; the calling thread of
- * map works too). Errors: -EINVAL, -ENOMEM, -EAGAIN. */
+/* A pool of nthread threads (0: the online processors) counting the caller:
+ * it starts nthread - 1 worker threads and the thread calling map is the
+ * last one, so nthread 1 runs every item on the caller. Workers sleep on a
+ * condition variable while there is no work and run with every signal
+ * blocked. Errors: -EINVAL (nthread < 0), -ENOMEM, -EAGAIN. */
 int llll_mapper_new(llll_mapper **out, int nthread);
 
 /* Calls fn(ctx, i) once for every i in [0, n) and returns when all returned:
  * 0, or the value of the failing call with the lowest i (every i still runs).
- * Work is handed out in chunks that shrink near the end, so items of a few
- * nanoseconds scale. Safe from several threads at once, and from inside fn
- * (the calling thread works on its own map, so nesting cannot deadlock). */
+ * n == 0 returns 0 at once; -EINVAL when fn is NULL. Work is handed out in
+ * chunks from an atomic counter, large first and shrinking near the end
+ * (guided scheduling), so items of a few nanoseconds scale. Safe from several
+ * threads at once (idle workers help any map), and from inside fn: the caller
+ * works on its own map until every item is claimed, then waits only for items
+ * still running, so nesting cannot deadlock. */
 int llll_mapper_map(llll_mapper *m, size_t n, llll_map_fn *fn, void *ctx);
 
 /* Joins the threads. No map may be running. Accepts NULL. */
 void llll_mapper_free(llll_mapper *m);
 
-/* A bounded blocking FIFO of pointers (capacity >= 1). Thread-safe. */
+/* A bounded blocking FIFO of pointers (capacity >= 1, else -EINVAL; any
+ * pointer, NULL included, is an item). Thread-safe. put waits while the queue
+ * is full, get while it is empty, up to timeout_ms (measured on
+ * CLOCK_MONOTONIC); -ETIMEDOUT when it ran out, also with 0, and then nothing
+ * changed. */
 int llll_fifo_new(llll_fifo **out, size_t capacity);
 int llll_fifo_put(llll_fifo *q, void *item, int timeout_ms);
 int llll_fifo_get(llll_fifo *q, void **item, int timeout_ms);
@@ -380,8 +390,10 @@ void llll_fifo_free(llll_fifo *q);
 /* Makes one item; NULL means "no more" (that thread stops). */
 typedef void *llll_gen_fn(void *ctx);
 
-/* nthread threads call fn and keep up to capacity items made ahead.
- * fn must be thread-safe when nthread > 1. */
+/* nthread threads (0: the online processors) call fn and keep up to capacity
+ * items made ahead (each thread may hold one more while the queue is full).
+ * fn must be thread-safe when nthread > 1; it runs with every signal blocked.
+ * Errors: -EINVAL (capacity 0, fn NULL, nthread < 0), -ENOMEM, -EAGAIN. */
 int llll_gen_new(llll_gen **out, llll_gen_fn *fn, void *ctx, int nthread, size_t capacity);
 
 /* The next item. LLLL_EOF once every thread stopped and all items were taken;
@@ -389,7 +401,9 @@ int llll_gen_new(llll_gen **out, llll_gen_fn *fn, void *ctx, int nthread, size_t
 int llll_gen_get(llll_gen *g, void **item, int timeout_ms);
 
 /* Stops the threads promptly, even those blocked on a full queue, and joins
- * them. Items not taken are dropped (not freed). Accepts NULL. */
+ * them. Items not taken are dropped (not freed). A thread inside fn is not
+ * interrupted: free waits for that call to return, drops its item and calls
+ * fn no more. No llll_gen_get may be running. Accepts NULL. */
 void llll_gen_free(llll_gen *g);
 
 #ifdef __cplusplus
