@@ -100,32 +100,42 @@ typedef struct llll_sbc llll_sbc;
 
 /* Wraps rfd (read side) and wfd (write side), which may be the same socket.
  * The channel owns them from now on (close closes them, also on failure).
- * Errors: -EBADF, -ENOMEM. */
+ * They are used as they are: blocking or not, their flags are not changed
+ * (a channel over pipes has no shutdown; see llll_sbc_shutdown).
+ * Errors: -EBADF (either fd not open), -ENOMEM. */
 int llll_sbc_open(llll_sbc **out, int rfd, int wfd);
 
-/* Two connected channels over a fresh close-on-exec socketpair. */
+/* Two connected channels over a fresh close-on-exec AF_UNIX socketpair,
+ * with socket buffers of 4 MiB asked for (the kernel may cap them), which
+ * makes large frames several times faster. */
 int llll_sbc_pair(llll_sbc **a, llll_sbc **b);
 
 /* In a child started by llll (an instance or a pool worker): the channel its
  * parent set up, named by the environment variable LLLL_SBC_FD, either one
  * decimal fd (a socket) or "R,W" (two fds, e.g. "0,1" when stdio is the
- * channel). The variable is removed from the environment so grandchildren do
- * not inherit it. -ENOENT when it is not set (not started by llll); -EBADF
- * when it names fds that are not open. Call it once, before starting threads. */
+ * channel). On success the fds become close-on-exec and the variable is
+ * removed from the environment (unsetenv), so grandchildren inherit neither.
+ * -ENOENT when it is not set (not started by llll); -EINVAL when it is not
+ * exactly "N" or "N,M" in decimal; -EBADF when it names fds that are not
+ * open. Call it once, before starting threads (it changes the environment). */
 int llll_sbc_child(llll_sbc **out);
 
 /* Sends one frame of len bytes (len may be 0) in one writev, looping on
  * partial writes. -EMSGSIZE (nothing sent) when len exceeds the maximum;
- * -EPIPE/-ECONNRESET when the peer is gone. Blocks while the peer does not
- * read. */
+ * -EPIPE/-ECONNRESET when the peer is gone (on a pipe, the SIGPIPE this
+ * raises is blocked in the calling thread and taken back, so no handler is
+ * needed). Blocks while the peer does not read. */
 int llll_sbc_send(llll_sbc *ch, const void *data, size_t len);
 
-/* Receives one frame into frame (frame->len = its size). LLLL_EOF when the
- * peer closed between frames; -EPROTO when the stream ended inside a frame;
- * -EMSGSIZE, before allocating anything, when the header announces more than
- * the maximum (the channel is then unusable: close it); -ETIMEDOUT when no
- * whole frame arrived within timeout_ms (a partly received frame is kept and
- * completed by the next call). */
+/* Receives one frame into frame (frame->len = its size), growing frame only
+ * when the frame does not fit. LLLL_EOF when the peer closed between frames;
+ * -EPROTO when the stream ended inside a frame; -EMSGSIZE, before allocating
+ * anything, when the header announces more than the maximum (every later
+ * call says so again unless the maximum is raised: close the channel);
+ * -ETIMEDOUT when no whole frame arrived within timeout_ms, also with 0 and
+ * also while another thread held the receive side (a partly received frame
+ * is kept in the channel and completed by the next call, into any buffer);
+ * -ENOMEM. On failure frame->len is unchanged, its bytes are not. */
 int llll_sbc_recv(llll_sbc *ch, llll_buf *frame, int timeout_ms);
 
 /* encode obj with c, then send the bytes as one frame. */
