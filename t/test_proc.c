@@ -1,0 +1,919 @@
+/* llll_proc: child processes whose lines reach callbacks. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "llll.h"
+#include "t.h"
+
+/* ------------------------------------------------------------ utilities */
+
+#define MAXL 64
+
+/* What the callbacks saw. Callbacks of one child run on one thread, and join
+ * returns after on_end, so the test reads this after join without a lock. */
+typedef struct {
+    llll_buf out, err;          /* every piece, concatenated */
+    size_t nout, nerr;          /* pieces (lines) */
+    char line[MAXL][128];       /* the first stdout lines */
+    size_t len[MAXL];
+    size_t max_piece;
+    int ends, status;
+    bool end_out_null;
+    llll_buf all_out, all_err;  /* on_end's copies with collect_output */
+    sem_t ready;                /* posted on a stdout line "ready\n" */
+} cap;
+
+static void cap_init(cap *c)
+{
+    memset(c, 0, sizeof *c);
+    sem_init(&c->ready, 0, 0);
+}
+
+static void cap_free(cap *c)
+{
+    llll_buf_free(&c->out);
+    llll_buf_free(&c->err);
+    llll_buf_free(&c->all_out);
+    llll_buf_free(&c->all_err);
+    sem_destroy(&c->ready);
+}
+
+static void append(llll_buf *b, const void *d, size_t n)
+{
+    if (b->cap < b->len + n + 1) {
+        b->cap = (b->len + n + 1) * 2;
+        b->data = realloc(b->data, b->cap);
+        ck_assert_ptr_nonnull(b->data);
+    }
+    memcpy((char *)b->data + b->len, d, n);
+    b->len += n;
+    ((char *)b->data)[b->len] = '\0';
+}
+
+static void on_out(void *u, const char *line, size_t len)
+{
+    cap *c = u;
+    if (c->nout < MAXL && len < 128) {
+        memcpy(c->line[c->nout], line, len);
+        c->len[c->nout] = len;
+    }
+    c->nout++;
+    if (len > c->max_piece)
+        c->max_piece = len;
+    append(&c->out, line, len);
+    if (len == 6 && memcmp(line, "ready\n", 6) == 0)
+        sem_post(&c->ready);
+}
+
+static void on_err(void *u, const char *line, size_t len)
+{
+    cap *c = u;
+    c->nerr++;
+    append(&c->err, line, len);
+}
+
+static void on_end(void *u, int status, const llll_buf *out, const llll_buf *err)
+{
+    cap *c = u;
+    c->ends++;
+    c->status = status;
+    c->end_out_null = out == NULL && err == NULL;
+    if (out)
+        append(&c->all_out, out->data, out->len);
+    if (err)
+        append(&c->all_err, err->data, err->len);
+}
+
+static llll_proc_opts opts_for(cap *c)
+{
+    return (llll_proc_opts){.on_stdout = on_out, .on_stderr = on_err, .on_end = on_end, .userdata = c};
+}
+
+/* Starts argv, joins it, frees it; returns the status. */
+static int run(const char *const *argv, const llll_proc_opts *o)
+{
+    llll_proc *p;
+    ck_assert_int_eq(llll_proc_start(&p, argv, o), 0);
+    int st = -1;
+    ck_assert_int_eq(llll_proc_join(p, -1, &st), 0);
+    llll_proc_free(p);
+    return st;
+}
+
+static void assert_no_child_left(void)
+{
+    /* The test process is a fresh fork: any child it has would be ours. */
+    int st;
+    errno = 0;
+    ck_assert_int_eq(waitpid(-1, &st, WNOHANG), -1);
+    ck_assert_int_eq(errno, ECHILD);
+}
+
+static int count_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* Check's runner may leave fds open without FD_CLOEXEC; mark them, so only
+ * the library's own fds are under test. */
+static void cloexec_everything(void)
+{
+    for (int fd = 3; fd < 1024; fd++) {
+        int fl = fcntl(fd, F_GETFD);
+        if (fl >= 0)
+            fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+    }
+}
+
+/* --------------------------------------------------------------- output */
+
+START_TEST(lines_arrive_in_order_each_with_its_newline)
+{
+    cap c;
+    cap_init(&c);
+    const char *argv[] = {"sh", "-c", "i=0; while [ $i -lt 50 ]; do echo line $i; i=$((i+1)); done", NULL};
+    llll_proc_opts o = opts_for(&c);
+    ck_assert_int_eq(run(argv, &o), 0);
+    ck_assert_uint_eq(c.nout, 50);
+    for (int i = 0; i < 50; i++) {
+        char want[32];
+        int n = snprintf(want, sizeof want, "line %d\n", i);
+        ck_assert_uint_eq(c.len[i], (size_t)n);
+        ck_assert(memcmp(c.line[i], want, (size_t)n) == 0);
+    }
+    ck_assert_int_eq(c.ends, 1);
+    cap_free(&c);
+}
+END_TEST
+
+START_TEST(a_partial_last_line_arrives_without_newline)
+{
+    cap c;
+    cap_init(&c);
+    const char *argv[] = {"printf", "a\\nlast", NULL};
+    llll_proc_opts o = opts_for(&c);
+    ck_assert_int_eq(run(argv, &o), 0);
+    ck_assert_uint_eq(c.nout, 2);
+    ck_assert_uint_eq(c.len[1], 4);
+    ck_assert(memcmp(c.line[1], "last", 4) == 0);
+    cap_free(&c);
+}
+END_TEST
+
+START_TEST(stdout_and_stderr_reach_their_own_callbacks)
+{
+    cap c;
+    cap_init(&c);
+    const char *argv[] = {"sh", "-c", "echo out1; echo err1 >&2; echo out2; echo err2 >&2", NULL};
+    llll_proc_opts o = opts_for(&c);
+    ck_assert_int_eq(run(argv, &o), 0);
+    ck_assert_str_eq(c.out.data, "out1\nout2\n");
+    ck_assert_str_eq(c.err.data, "err1\nerr2\n");
+    ck_assert_uint_eq(c.nout, 2);
+    ck_assert_uint_eq(c.nerr, 2);
+    cap_free(&c);
+}
+END_TEST
+
+START_TEST(lines_may_hold_nul_bytes)
+{
+    cap c;
+    cap_init(&c);
+    const char *argv[] = {"printf", "a\\000b\\n\\000\\n", NULL};
+    llll_proc_opts o = opts_for(&c);
+    ck_assert_int_eq(run(argv, &o), 0);
+    ck_assert_uint_eq(c.nout, 2);
+    ck_assert_uint_eq(c.len[0], 4);
+    ck_assert(memcmp(c.line[0], "a\0b\n", 4) == 0);
+    ck_assert_uint_eq(c.len[1], 2);
+    ck_assert(memcmp(c.line[1], "\0\n", 2) == 0);
+    cap_free(&c);
+}
+END_TEST
+
+START_TEST(collect_output_gives_on_end_every_byte)
+{
+    cap c;
+    cap_init(&c);
+    const char *argv[] = {"sh", "-c", "printf 'one\\ntwo'; printf 'E\\000' >&2", NULL};
+    llll_proc_opts o = opts_for(&c);
+    o.on_stdout = NULL; /* collected all the same */
+    o.collect_output = true;
+    ck_assert_int_eq(run(argv, &o), 0);
+    ck_assert(!c.end_out_null);
+    ck_assert_uint_eq(c.all_out.len, 7);
+    ck_assert(memcmp(c.all_out.data, "one\ntwo", 7) == 0);
+    ck_assert_uint_eq(c.all_err.len, 2);
+    ck_assert(memcmp(c.all_err.data, "E\0", 2) == 0);
+    ck_assert_uint_eq(c.nout, 0);
+    cap_free(&c);
+
+    cap_init(&c);
+    o = opts_for(&c);
+    ck_assert_int_eq(run(argv, &o), 0);
+    ck_assert(c.end_out_null);
+    cap_free(&c);
+}
+END_TEST
+
+START_TEST(a_line_longer_than_max_line_arrives_in_pieces)
+{
+    cap c;
+    cap_init(&c);
+    /* 1000 'x' and a newline, cut at 64 bytes: 15 pieces of 64, then 41. */
+    const char *argv[] = {"sh", "-c", "head -c 1000 /dev/zero | tr '\\000' x; echo; echo next", NULL};
+    llll_proc_opts o = opts_for(&c);
+    o.max_line = 64;
+    ck_assert_int_eq(run(argv, &o), 0);
+    ck_assert_uint_eq(c.max_piece, 64);
+    ck_assert_uint_eq(c.nout, 17);
+    ck_assert_uint_eq(c.out.len, 1006);
+    for (size_t i = 0; i < 1000; i++)
+        ck_assert_int_eq(((char *)c.out.data)[i], 'x');
+    ck_assert_str_eq((char *)c.out.data + 1000, "\nnext\n");
+    cap_free(&c);
+}
+END_TEST
+
+START_TEST(a_long_line_straddling_many_reads_arrives_whole)
+{
+    cap c;
+    cap_init(&c);
+    const char *argv[] = {"sh", "-c", "head -c 300000 /dev/zero | tr '\\000' y; echo", NULL};
+    llll_proc_opts o = opts_for(&c);
+    o.max_line = 1 << 20;
+    ck_assert_int_eq(run(argv, &o), 0);
+    ck_assert_uint_eq(c.nout, 1);
+    ck_assert_uint_eq(c.max_piece, 300001);
+    cap_free(&c);
+
+    /* With the default max_line of 64 KiB it comes in 5 pieces. */
+    cap_init(&c);
+    o = opts_for(&c);
+    ck_assert_int_eq(run(argv, &o), 0);
+    ck_assert_uint_eq(c.max_piece, 65536);
+    ck_assert_uint_eq(c.nout, 5);
+    ck_assert_uint_eq(c.out.len, 300001);
+    cap_free(&c);
+}
+END_TEST
+
+START_TEST(lines_written_one_byte_at_a_time_arrive_whole)
+{
+    cap c;
+    cap_init(&c);
+    const char *argv[] = {t_helper("proc_trickle"), "first line\nsecond\n\nend", NULL};
+    llll_proc_opts o = opts_for(&c);
+    o.max_line = 8;
+    ck_assert_int_eq(run(argv, &o), 0);
+    ck_assert_str_eq(c.out.data, "first line\nsecond\n\nend");
+    ck_assert_uint_eq(c.nout, 5); /* "first li" "ne\n" "second\n" "\n" "end" */
+    ck_assert(memcmp(c.line[0], "first li", 8) == 0);
+    ck_assert_uint_eq(c.len[1], 3);
+    ck_assert_uint_eq(c.len[4], 3);
+    cap_free(&c);
+}
+END_TEST
+
+/* --------------------------------------------------------- exit, errors */
+
+START_TEST(join_reports_the_exit_code)
+{
+    const char *argv[] = {"sh", "-c", "exit 3", NULL};
+    int st = run(argv, NULL);
+    ck_assert(WIFEXITED(st));
+    ck_assert_int_eq(WEXITSTATUS(st), 3);
+}
+END_TEST
+
+START_TEST(join_reports_death_by_signal)
+{
+    const char *argv[] = {"sh", "-c", "kill -TERM $$", NULL};
+    int st = run(argv, NULL);
+    ck_assert(WIFSIGNALED(st));
+    ck_assert_int_eq(WTERMSIG(st), SIGTERM);
+}
+END_TEST
+
+START_TEST(start_reports_enoent_for_a_missing_program_and_leaves_no_child)
+{
+    llll_proc *p = (llll_proc *)&p;
+    const char *argv[] = {"llll-no-such-program-4711", NULL};
+    ck_assert_int_eq(llll_proc_start(&p, argv, NULL), -ENOENT);
+    ck_assert_ptr_null(p);
+    assert_no_child_left();
+    const char *abs[] = {"/nonexistent/llll-prog", NULL};
+    ck_assert_int_eq(llll_proc_start(&p, abs, NULL), -ENOENT);
+    assert_no_child_left();
+}
+END_TEST
+
+START_TEST(start_reports_eacces_for_a_file_that_is_not_executable)
+{
+    char path[] = "/tmp/llll-t-noexec-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    llll_proc *p;
+    const char *argv[] = {path, NULL};
+    ck_assert_int_eq(llll_proc_start(&p, argv, NULL), -EACCES);
+    unlink(path);
+    assert_no_child_left();
+}
+END_TEST
+
+START_TEST(start_reports_the_error_of_a_missing_cwd)
+{
+    llll_proc *p;
+    const char *argv[] = {"true", NULL};
+    llll_proc_opts o = {.cwd = "/nonexistent/llll-dir"};
+    ck_assert_int_eq(llll_proc_start(&p, argv, &o), -ENOENT);
+    assert_no_child_left();
+}
+END_TEST
+
+START_TEST(start_rejects_an_empty_argv)
+{
+    llll_proc *p;
+    const char *argv[] = {NULL};
+    ck_assert_int_eq(llll_proc_start(&p, argv, NULL), -EINVAL);
+    ck_assert_int_eq(llll_proc_start(&p, NULL, NULL), -EINVAL);
+}
+END_TEST
+
+/* ------------------------------------------------------ stdin, env, cwd */
+
+START_TEST(written_stdin_comes_back_through_cat)
+{
+    cap c;
+    cap_init(&c);
+    const char *argv[] = {"cat", NULL};
+    llll_proc_opts o = opts_for(&c);
+    llll_proc *p;
+    ck_assert_int_eq(llll_proc_start(&p, argv, &o), 0);
+    ck_assert_int_eq(llll_proc_write(p, "a\nb", 3), 0);
+    ck_assert_int_eq(llll_proc_write(p, "c\n", 2), 0);
+    ck_assert_int_eq(llll_proc_close_stdin(p), 0);
+    ck_assert_int_eq(llll_proc_close_stdin(p), 0); /* idempotent */
+    ck_assert_int_eq(llll_proc_write(p, "x", 1), -EBADF);
+    int st;
+    ck_assert_int_eq(llll_proc_join(p, -1, &st), 0);
+    ck_assert_int_eq(st, 0);
+    ck_assert_str_eq(c.out.data, "a\nbc\n");
+    ck_assert_uint_eq(c.nout, 2);
+    llll_proc_free(p);
+    cap_free(&c);
+}
+END_TEST
+
+START_TEST(write_to_a_child_that_exited_gives_epipe_not_a_signal)
+{
+    const char *argv[] = {"true", NULL};
+    llll_proc *p;
+    ck_assert_int_eq(llll_proc_start(&p, argv, NULL), 0);
+    ck_assert_int_eq(llll_proc_join(p, -1, NULL), 0);
+    static char big[1 << 17];
+    ck_assert_int_eq(llll_proc_write(p, big, sizeof big), -EPIPE);
+    /* Still alive (SIGPIPE would have killed the test), nothing pending. */
+    sigset_t pending;
+    sigpending(&pending);
+    ck_assert(!sigismember(&pending, SIGPIPE));
+    llll_proc_free(p);
+}
+END_TEST
+
+START_TEST(env_overlay_sets_and_removes_variables_and_path_still_works)
+{
+    cap c;
+    cap_init(&c);
+    setenv("LLLL_T_GONE", "still here", 1);
+    setenv("LLLL_T_KEPT", "kept", 1);
+    const char *env[] = {"LLLL_T_VAR=hello world", "LLLL_T_GONE", "LLLL_T_KEPT=new", NULL};
+    const char *argv[] = {"sh", "-c", "echo \"$LLLL_T_VAR|${LLLL_T_GONE-unset}|$LLLL_T_KEPT\"", NULL};
+    llll_proc_opts o = opts_for(&c);
+    o.env = env;
+    ck_assert_int_eq(run(argv, &o), 0);
+    ck_assert_str_eq(c.out.data, "hello world|unset|new\n");
+    /* The parent's own environment is untouched. */
+    ck_assert_str_eq(getenv("LLLL_T_GONE"), "still here");
+    ck_assert_ptr_null(getenv("LLLL_T_VAR"));
+    cap_free(&c);
+}
+END_TEST
+
+START_TEST(program_is_looked_up_in_the_overlaid_path)
+{
+    llll_proc *p;
+    const char *env[] = {"PATH=/nonexistent-llll", NULL};
+    const char *argv[] = {"sh", "-c", "exit 0", NULL};
+    llll_proc_opts o = {.env = env};
+    ck_assert_int_eq(llll_proc_start(&p, argv, &o), -ENOENT);
+    assert_no_child_left();
+}
+END_TEST
+
+START_TEST(cwd_option_sets_the_child_directory)
+{
+    char dir[] = "/tmp/llll-t-cwd-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char *real = realpath(dir, NULL);
+    cap c;
+    cap_init(&c);
+    const char *argv[] = {"pwd", "-P", NULL};
+    llll_proc_opts o = opts_for(&c);
+    o.cwd = dir;
+    ck_assert_int_eq(run(argv, &o), 0);
+    ck_assert_uint_eq(c.out.len, strlen(real) + 1);
+    ck_assert(memcmp(c.out.data, real, strlen(real)) == 0);
+    rmdir(dir);
+    free(real);
+    cap_free(&c);
+}
+END_TEST
+
+/* ------------------------------------------------------- end, join, kill */
+
+START_TEST(on_end_comes_while_a_grandchild_holds_stdout_open)
+{
+    /* The orphaned sleep becomes our child, so we can kill and reap it. */
+    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    cap c;
+    cap_init(&c);
+    const char *argv[] = {"sh", "-c", "sleep 30 & echo $!", NULL};
+    llll_proc_opts o = opts_for(&c);
+    int st = run(argv, &o); /* the case times out if on_end waits for EOF */
+    ck_assert_int_eq(st, 0);
+    ck_assert_int_eq(c.ends, 1);
+    ck_assert_uint_eq(c.nout, 1);
+    pid_t g = (pid_t)atoi(c.out.data);
+    ck_assert_int_gt(g, 1);
+    ck_assert_int_eq(kill(g, SIGKILL), 0);
+    ck_assert_int_eq(waitpid(g, &st, 0), g);
+    assert_no_child_left();
+    cap_free(&c);
+}
+END_TEST
+
+START_TEST(join_times_out_on_a_running_child)
+{
+    const char *argv[] = {"sleep", "30", NULL};
+    llll_proc *p;
+    ck_assert_int_eq(llll_proc_start(&p, argv, NULL), 0);
+    int st = 12345;
+    ck_assert_int_eq(llll_proc_join(p, 50, &st), -ETIMEDOUT);
+    ck_assert_int_eq(st, 12345);
+    int rc = llll_proc_join(p, 0, &st);
+    ck_assert(rc == -ETIMEDOUT || rc == -EAGAIN);
+    ck_assert_int_eq(llll_proc_kill(p, 0), 0); /* still running */
+    ck_assert_int_eq(llll_proc_join(p, -1, &st), 0);
+    ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    llll_proc_free(p);
+}
+END_TEST
+
+START_TEST(kill_then_join_reports_the_signal)
+{
+    const char *argv[] = {"sleep", "30", NULL};
+    llll_proc *p;
+    ck_assert_int_eq(llll_proc_start(&p, argv, NULL), 0);
+    ck_assert_int_gt(llll_proc_pid(p), 0);
+    ck_assert_int_eq(llll_proc_kill(p, SIGTERM), 0);
+    int st;
+    ck_assert_int_eq(llll_proc_join(p, -1, &st), 0);
+    ck_assert(WIFSIGNALED(st));
+    ck_assert_int_eq(WTERMSIG(st), SIGTERM);
+    llll_proc_free(p);
+}
+END_TEST
+
+START_TEST(kill_after_reap_returns_esrch)
+{
+    const char *argv[] = {"true", NULL};
+    llll_proc *p;
+    ck_assert_int_eq(llll_proc_start(&p, argv, NULL), 0);
+    pid_t pid = llll_proc_pid(p);
+    ck_assert_int_eq(llll_proc_join(p, -1, NULL), 0);
+    ck_assert_int_eq(llll_proc_kill(p, SIGTERM), -ESRCH);
+    ck_assert_int_eq(llll_proc_kill(p, 0), -ESRCH);
+    ck_assert_int_eq(llll_proc_pid(p), pid); /* kept for messages */
+    llll_proc_free(p);
+}
+END_TEST
+
+START_TEST(kill_reaches_the_whole_group_with_new_group)
+{
+    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    cap c;
+    cap_init(&c);
+    const char *argv[] = {"sh", "-c", "sleep 30 & echo $!; echo ready; wait", NULL};
+    llll_proc_opts o = opts_for(&c);
+    o.new_group = true;
+    llll_proc *p;
+    ck_assert_int_eq(llll_proc_start(&p, argv, &o), 0);
+    sem_wait(&c.ready);
+    pid_t g = (pid_t)atoi(c.line[0]);
+    ck_assert_int_gt(g, 1);
+    ck_assert_int_eq(getpgid(g), llll_proc_pid(p));
+    ck_assert_int_eq(llll_proc_kill(p, SIGTERM), 0);
+    int st;
+    ck_assert_int_eq(llll_proc_join(p, -1, &st), 0);
+    ck_assert(WIFSIGNALED(st));
+    /* The grandchild got it too (else this waits 30 s: the case times out). */
+    ck_assert_int_eq(waitpid(g, &st, 0), g);
+    ck_assert(WIFSIGNALED(st));
+    ck_assert_int_eq(WTERMSIG(st), SIGTERM);
+    llll_proc_free(p);
+    cap_free(&c);
+}
+END_TEST
+
+START_TEST(stop_kills_a_child_that_ignores_sigterm)
+{
+    cap c;
+    cap_init(&c);
+    const char *argv[] = {"sh", "-c", "trap '' TERM; echo ready; exec sleep 30", NULL};
+    llll_proc_opts o = opts_for(&c);
+    llll_proc *p;
+    ck_assert_int_eq(llll_proc_start(&p, argv, &o), 0);
+    sem_wait(&c.ready); /* the trap is set */
+    int st;
+    ck_assert_int_eq(llll_proc_stop(p, 100, &st), 0);
+    ck_assert(WIFSIGNALED(st));
+    ck_assert_int_eq(WTERMSIG(st), SIGKILL);
+    llll_proc_free(p);
+    cap_free(&c);
+}
+END_TEST
+
+START_TEST(stop_ends_an_obedient_child_with_sigterm)
+{
+    const char *argv[] = {"sleep", "30", NULL};
+    llll_proc *p;
+    ck_assert_int_eq(llll_proc_start(&p, argv, NULL), 0);
+    int st;
+    /* A grace this long would time the case out if stop slept through it. */
+    ck_assert_int_eq(llll_proc_stop(p, 60000, &st), 0);
+    ck_assert(WIFSIGNALED(st));
+    ck_assert_int_eq(WTERMSIG(st), SIGTERM);
+    llll_proc_free(p);
+}
+END_TEST
+
+START_TEST(free_of_a_running_child_kills_and_reaps_it)
+{
+    int fds = count_dir("/proc/self/fd");
+    cap c;
+    cap_init(&c);
+    const char *argv[] = {"sleep", "30", NULL};
+    llll_proc_opts o = opts_for(&c);
+    llll_proc *p;
+    ck_assert_int_eq(llll_proc_start(&p, argv, &o), 0);
+    llll_proc_free(p);
+    ck_assert_int_eq(c.ends, 1); /* on_end ran, and before free returned */
+    ck_assert(WIFSIGNALED(c.status) && WTERMSIG(c.status) == SIGKILL);
+    assert_no_child_left();
+    ck_assert_int_eq(count_dir("/proc/self/fd"), fds);
+    llll_proc_free(NULL);
+    cap_free(&c);
+}
+END_TEST
+
+/* ------------------------------------------------------ callback threads */
+
+typedef struct {
+    atomic_int inside;
+    atomic_int overlaps;
+    atomic_int lines;
+    int lines_at_end;
+    int inside_at_end;
+} order;
+
+static void busy(void)
+{
+    for (int i = 0; i < 100; i++)
+        sched_yield();
+}
+
+static void on_line_counted(void *u, const char *line, size_t len)
+{
+    (void)line;
+    (void)len;
+    order *o = u;
+    if (atomic_fetch_add(&o->inside, 1) != 0)
+        atomic_fetch_add(&o->overlaps, 1);
+    if (atomic_load(&o->lines) % 64 == 0)
+        busy();
+    atomic_fetch_add(&o->lines, 1);
+    atomic_fetch_sub(&o->inside, 1);
+}
+
+static void on_end_counted(void *u, int status, const llll_buf *out, const llll_buf *err)
+{
+    (void)status;
+    (void)out;
+    (void)err;
+    order *o = u;
+    o->inside_at_end = atomic_fetch_add(&o->inside, 1);
+    busy();
+    o->lines_at_end = atomic_load(&o->lines);
+    atomic_fetch_sub(&o->inside, 1);
+}
+
+START_TEST(callbacks_never_overlap_and_all_lines_come_before_on_end)
+{
+    order ord;
+    memset(&ord, 0, sizeof ord);
+    const char *argv[] = {"sh", "-c",
+                          "i=0; while [ $i -lt 2000 ]; do echo out $i; echo err $i >&2; i=$((i+1)); done",
+                          NULL};
+    llll_proc_opts o = {.on_stdout = on_line_counted, .on_stderr = on_line_counted,
+                        .on_end = on_end_counted, .userdata = &ord};
+    ck_assert_int_eq(run(argv, &o), 0);
+    ck_assert_int_eq(atomic_load(&ord.overlaps), 0);
+    ck_assert_int_eq(ord.inside_at_end, 0);
+    ck_assert_int_eq(ord.lines_at_end, 4000);
+    ck_assert_int_eq(atomic_load(&ord.lines), 4000);
+}
+END_TEST
+
+typedef struct {
+    _Atomic(llll_proc *) p;
+    int join_rc, stop_rc;
+    int calls;
+} self_join;
+
+static void on_line_joins_itself(void *u, const char *line, size_t len)
+{
+    (void)line;
+    (void)len;
+    self_join *s = u;
+    llll_proc *p = atomic_load(&s->p);
+    s->join_rc = llll_proc_join(p, -1, NULL);
+    s->stop_rc = llll_proc_stop(p, 0, NULL);
+    s->calls++;
+    llll_proc_close_stdin(p); /* other calls are allowed: cat ends */
+}
+
+START_TEST(join_and_stop_from_a_callback_return_edeadlk)
+{
+    self_join s = {.join_rc = 1, .stop_rc = 1};
+    const char *argv[] = {"cat", NULL};
+    llll_proc_opts o = {.on_stdout = on_line_joins_itself, .userdata = &s};
+    llll_proc *p;
+    ck_assert_int_eq(llll_proc_start(&p, argv, &o), 0);
+    atomic_store(&s.p, p);
+    ck_assert_int_eq(llll_proc_write(p, "x\n", 2), 0);
+    int st;
+    ck_assert_int_eq(llll_proc_join(p, -1, &st), 0);
+    ck_assert_int_eq(st, 0);
+    ck_assert_int_eq(s.calls, 1);
+    ck_assert_int_eq(s.join_rc, -EDEADLK);
+    ck_assert_int_eq(s.stop_rc, -EDEADLK);
+    llll_proc_free(p);
+}
+END_TEST
+
+typedef struct {
+    llll_proc *p;
+    int rc, status;
+} joiner;
+
+static void *join_thread(void *arg)
+{
+    joiner *j = arg;
+    j->rc = llll_proc_join(j->p, -1, &j->status);
+    return NULL;
+}
+
+START_TEST(many_threads_may_join_one_child)
+{
+    const char *argv[] = {"sh", "-c", "read x; exit 5", NULL};
+    llll_proc *p;
+    ck_assert_int_eq(llll_proc_start(&p, argv, NULL), 0);
+    pthread_t t[4];
+    joiner j[4];
+    for (int i = 0; i < 4; i++) {
+        j[i] = (joiner){.p = p, .rc = 1, .status = -1};
+        ck_assert_int_eq(pthread_create(&t[i], NULL, join_thread, &j[i]), 0);
+    }
+    ck_assert_int_eq(llll_proc_write(p, "go\n", 3), 0);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert_int_eq(j[i].rc, 0);
+        ck_assert(WIFEXITED(j[i].status) && WEXITSTATUS(j[i].status) == 5);
+    }
+    llll_proc_free(p);
+}
+END_TEST
+
+/* ---------------------------------------------------------- fd hygiene */
+
+static atomic_bool spinning;
+
+static void *spawn_loop(void *arg)
+{
+    (void)arg;
+    const char *argv[] = {"true", NULL};
+    while (atomic_load(&spinning)) {
+        llll_proc *p;
+        if (llll_proc_start(&p, argv, NULL) == 0) {
+            llll_proc_join(p, -1, NULL);
+            llll_proc_free(p);
+        }
+    }
+    return NULL;
+}
+
+START_TEST(children_see_only_fds_0_1_2_even_while_another_thread_spawns)
+{
+    cloexec_everything();
+    atomic_store(&spinning, true);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, spawn_loop, NULL), 0);
+    const char *argv[] = {t_helper("proc_fds"), NULL};
+    for (int i = 0; i < 40; i++) {
+        cap c;
+        cap_init(&c);
+        llll_proc_opts o = opts_for(&c);
+        ck_assert_int_eq(run(argv, &o), 0);
+        ck_assert_str_eq(c.out.data, "0 1 2\n");
+        cap_free(&c);
+    }
+    atomic_store(&spinning, false);
+    pthread_join(t, NULL);
+}
+END_TEST
+
+static int count_threads_settled(int want)
+{
+    /* A joined thread's task can stay listed for a moment after
+     * pthread_join returned (the kernel wakes the joiner first). */
+    int n = count_dir("/proc/self/task");
+    for (int i = 0; i < 1000 && n > want; i++) {
+        sched_yield();
+        n = count_dir("/proc/self/task");
+    }
+    return n;
+}
+
+START_TEST(a_thousand_spawns_leave_fds_threads_and_zombies_unchanged)
+{
+    int fds = count_dir("/proc/self/fd");
+    int threads = count_dir("/proc/self/task");
+    const char *argv[] = {"/bin/true", NULL};
+    for (int i = 0; i < 1000; i++) {
+        llll_proc *p;
+        ck_assert_int_eq(llll_proc_start(&p, argv, NULL), 0);
+        int st;
+        ck_assert_int_eq(llll_proc_join(p, -1, &st), 0);
+        ck_assert_int_eq(st, 0);
+        llll_proc_free(p);
+    }
+    ck_assert_int_eq(count_dir("/proc/self/fd"), fds);
+    ck_assert_int_eq(count_threads_settled(threads), threads);
+    assert_no_child_left();
+}
+END_TEST
+
+START_TEST(works_in_a_parent_started_with_fds_0_1_2_closed)
+{
+    const char *argv[] = {t_helper("proc_closed_stdio"), NULL};
+    int st = run(argv, NULL);
+    ck_assert(WIFEXITED(st));
+    ck_assert_int_eq(WEXITSTATUS(st), 0);
+}
+END_TEST
+
+/* ------------------------------------------------------ printing, verbose */
+
+/* Runs fn with fd (1 or 2) pointing into a pipe; returns what was written. */
+static char *capture_fd(int fd, void (*fn)(void))
+{
+    int pfd[2];
+    ck_assert_int_eq(pipe(pfd), 0);
+    int saved = dup(fd);
+    dup2(pfd[1], fd);
+    close(pfd[1]);
+    fn();
+    dup2(saved, fd);
+    close(saved);
+    static char got[4096];
+    size_t n = 0;
+    ssize_t r;
+    while ((r = read(pfd[0], got + n, sizeof got - 1 - n)) > 0)
+        n += (size_t)r;
+    got[n] = '\0';
+    close(pfd[0]);
+    return got;
+}
+
+static void print_two(void)
+{
+    llll_print_line(NULL, "abc", 3);
+    llll_print_line(NULL, "def\n", 4);
+    llll_print_line(NULL, "", 0);
+}
+
+START_TEST(print_line_writes_whole_lines_adding_a_missing_newline)
+{
+    ck_assert_str_eq(capture_fd(1, print_two), "abc\ndef\n\n");
+}
+END_TEST
+
+static bool verbose_flag;
+
+static void run_true(void)
+{
+    const char *argv[] = {"sh", "-c", "exit 4", NULL};
+    llll_proc_opts o = {.verbose = verbose_flag};
+    run(argv, &o);
+}
+
+START_TEST(verbose_prints_a_line_at_start_and_at_end_and_nothing_otherwise)
+{
+    verbose_flag = false;
+    ck_assert_str_eq(capture_fd(2, run_true), "");
+    ck_assert_str_eq(capture_fd(1, run_true), "");
+    verbose_flag = true;
+    char *got = capture_fd(2, run_true);
+    char *nl = strchr(got, '\n');
+    ck_assert_ptr_nonnull(nl);
+    ck_assert_ptr_nonnull(strstr(got, "started"));
+    ck_assert_ptr_nonnull(strstr(nl, "exited with status 4\n"));
+    int lines = 0;
+    for (char *c = got; *c; c++)
+        lines += *c == '\n';
+    ck_assert_int_eq(lines, 2);
+}
+END_TEST
+
+static Suite *proc_suite(void)
+{
+    Suite *s = suite_create("proc");
+    TCase *tc = tcase_create("proc");
+    tcase_set_timeout(tc, 5);
+    tcase_add_test(tc, lines_arrive_in_order_each_with_its_newline);
+    tcase_add_test(tc, a_partial_last_line_arrives_without_newline);
+    tcase_add_test(tc, stdout_and_stderr_reach_their_own_callbacks);
+    tcase_add_test(tc, lines_may_hold_nul_bytes);
+    tcase_add_test(tc, collect_output_gives_on_end_every_byte);
+    tcase_add_test(tc, a_line_longer_than_max_line_arrives_in_pieces);
+    tcase_add_test(tc, a_long_line_straddling_many_reads_arrives_whole);
+    tcase_add_test(tc, lines_written_one_byte_at_a_time_arrive_whole);
+    tcase_add_test(tc, join_reports_the_exit_code);
+    tcase_add_test(tc, join_reports_death_by_signal);
+    tcase_add_test(tc, start_reports_enoent_for_a_missing_program_and_leaves_no_child);
+    tcase_add_test(tc, start_reports_eacces_for_a_file_that_is_not_executable);
+    tcase_add_test(tc, start_reports_the_error_of_a_missing_cwd);
+    tcase_add_test(tc, start_rejects_an_empty_argv);
+    tcase_add_test(tc, written_stdin_comes_back_through_cat);
+    tcase_add_test(tc, write_to_a_child_that_exited_gives_epipe_not_a_signal);
+    tcase_add_test(tc, env_overlay_sets_and_removes_variables_and_path_still_works);
+    tcase_add_test(tc, program_is_looked_up_in_the_overlaid_path);
+    tcase_add_test(tc, cwd_option_sets_the_child_directory);
+    tcase_add_test(tc, on_end_comes_while_a_grandchild_holds_stdout_open);
+    tcase_add_test(tc, join_times_out_on_a_running_child);
+    tcase_add_test(tc, kill_then_join_reports_the_signal);
+    tcase_add_test(tc, kill_after_reap_returns_esrch);
+    tcase_add_test(tc, kill_reaches_the_whole_group_with_new_group);
+    tcase_add_test(tc, stop_kills_a_child_that_ignores_sigterm);
+    tcase_add_test(tc, stop_ends_an_obedient_child_with_sigterm);
+    tcase_add_test(tc, free_of_a_running_child_kills_and_reaps_it);
+    tcase_add_test(tc, callbacks_never_overlap_and_all_lines_come_before_on_end);
+    tcase_add_test(tc, join_and_stop_from_a_callback_return_edeadlk);
+    tcase_add_test(tc, many_threads_may_join_one_child);
+    tcase_add_test(tc, works_in_a_parent_started_with_fds_0_1_2_closed);
+    tcase_add_test(tc, print_line_writes_whole_lines_adding_a_missing_newline);
+    tcase_add_test(tc, verbose_prints_a_line_at_start_and_at_end_and_nothing_otherwise);
+    suite_add_tcase(s, tc);
+    /* About 1 s on an idle 2-CPU machine; spawning slows down a lot when
+     * the other CPU is busy, hence the generous timeout. */
+    TCase *heavy = tcase_create("proc_heavy");
+    tcase_set_timeout(heavy, 30);
+    tcase_add_test(heavy, children_see_only_fds_0_1_2_even_while_another_thread_spawns);
+    tcase_add_test(heavy, a_thousand_spawns_leave_fds_threads_and_zombies_unchanged);
+    suite_add_tcase(s, heavy);
+    return s;
+}
+
+T_SUITE(proc_suite)
