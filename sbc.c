@@ -42,6 +42,7 @@ struct llll_sbc {
     size_t hgot;                /* header bytes of the current frame, 0..4 */
     size_t body_got;            /* body bytes received of the current frame */
     unsigned char *pend;        /* those body bytes, kept across a timeout */
+    int lost;                   /* they could not be kept: every recv fails */
     unsigned char rbuf[];       /* RBUF_SIZE */
 };
 
@@ -413,7 +414,7 @@ static int save_partial(llll_sbc *ch, const llll_buf *frame)
         return 0;
     ch->pend = malloc(ch->body_got);
     if (!ch->pend)
-        return -ENOMEM;
+        return ch->lost = -ENOMEM;
     memcpy(ch->pend, frame->data, ch->body_got);
     return 0;
 }
@@ -422,6 +423,9 @@ static int recv_locked(llll_sbc *ch, llll_buf *frame, int timeout_ms)
 {
     int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
     ssize_t r;
+
+    if (ch->lost)
+        return ch->lost;
 
     while (ch->hgot < 4) {
         if (ch->rpos == ch->rend) {
