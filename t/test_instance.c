@@ -1,0 +1,386 @@
+/* llll_instance: children that talk to their parent in frames. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "llll.h"
+#include "t.h"
+
+static void assert_no_child_left(void)
+{
+    int st;
+    errno = 0;
+    ck_assert_int_eq(waitpid(-1, &st, WNOHANG), -1);
+    ck_assert_int_eq(errno, ECHILD);
+}
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* Receives one frame and checks it is want. */
+static void expect(llll_instance *in, const char *want)
+{
+    llll_buf f = LLLL_BUF_INIT;
+    ck_assert_int_eq(llll_instance_recv(in, &f, 5000), 0);
+    ck_assert_uint_eq(f.len, strlen(want));
+    ck_assert(memcmp(f.data, want, f.len) == 0);
+    llll_buf_free(&f);
+}
+
+static void say(llll_instance *in, const char *s)
+{
+    ck_assert_int_eq(llll_instance_send(in, s, strlen(s)), 0);
+}
+
+static bool have_python3(void)
+{
+    const char *path = getenv("PATH");
+    char buf[4096];
+    while (path && *path) {
+        size_t n = strcspn(path, ":");
+        snprintf(buf, sizeof buf, "%.*s/python3", (int)n, path);
+        if (access(buf, X_OK) == 0)
+            return true;
+        path += n + (path[n] == ':');
+    }
+    return false;
+}
+
+/* on_end of an instance's proc: records the status for after free. */
+static void keep_status(void *u, int status, const llll_buf *out, const llll_buf *err)
+{
+    (void)out;
+    (void)err;
+    *(int *)u = status;
+}
+
+/* ------------------------------------------------------ forked children */
+
+/* Echoes frames with "!" added until EOF; the frame "exit" returns 9. */
+static int echo_bang(llll_sbc *ch, void *arg)
+{
+    (void)arg;
+    llll_buf f = LLLL_BUF_INIT;
+    int rc;
+    while ((rc = llll_sbc_recv(ch, &f, -1)) == 0) {
+        if (f.len == 4 && memcmp(f.data, "exit", 4) == 0)
+            return 9;
+        char out[256];
+        int n = snprintf(out, sizeof out, "%.*s!", (int)f.len, (char *)f.data);
+        if (llll_sbc_send(ch, out, (size_t)n) < 0)
+            return 2;
+    }
+    llll_buf_free(&f);
+    return rc == LLLL_EOF ? 0 : 3;
+}
+
+/* Says "ready", then echoes until EOF. */
+static int ready_then_echo(llll_sbc *ch, void *arg)
+{
+    if (llll_sbc_send(ch, "ready", 5) < 0)
+        return 2;
+    return echo_bang(ch, arg);
+}
+
+/* Ignores EOF: waits for signals forever. */
+static int never_ends(llll_sbc *ch, void *arg)
+{
+    (void)arg;
+    llll_buf f = LLLL_BUF_INIT;
+    llll_sbc_send(ch, "ready", 5);
+    while (llll_sbc_recv(ch, &f, -1) == 0) {
+    }
+    for (;;)
+        pause();
+    return 0;
+}
+
+/* Reports what its stdin holds, then prints a line to stdout. */
+static int report_stdin(llll_sbc *ch, void *arg)
+{
+    (void)arg;
+    char c;
+    ssize_t n = read(0, &c, 1);
+    const char *what = n == 0 ? "stdin eof" : "stdin other";
+    llll_sbc_send(ch, what, strlen(what));
+    printf("printed by the child\n");
+    return 0;
+}
+
+/* ------------------------------------------------------------- tests */
+
+START_TEST(instance_runs_a_c_child_that_echoes_frames)
+{
+    const char *argv[] = {t_helper("inst_echo"), NULL};
+    llll_instance *in;
+    ck_assert_int_eq(llll_instance_start(&in, argv, NULL), 0);
+    ck_assert_ptr_nonnull(llll_instance_channel(in));
+    say(in, "hello");
+    expect(in, "hello");
+    say(in, "");
+    expect(in, "");
+    say(in, "quit");
+    int st;
+    ck_assert_int_eq(llll_instance_join(in, -1, &st), 0);
+    ck_assert(WIFEXITED(st));
+    ck_assert_int_eq(WEXITSTATUS(st), 7);
+    llll_instance_free(in);
+    assert_no_child_left();
+}
+END_TEST
+
+static const char py_echo[] =
+    "import os, socket, struct\n"
+    "s = socket.socket(fileno=int(os.environ['LLLL_SBC_FD']))\n"
+    "def recvn(n):\n"
+    "    b = b''\n"
+    "    while len(b) < n:\n"
+    "        c = s.recv(n - len(b))\n"
+    "        if not c:\n"
+    "            return None\n"
+    "        b += c\n"
+    "    return b\n"
+    "while True:\n"
+    "    h = recvn(4)\n"
+    "    if h is None:\n"
+    "        break\n"
+    "    (n,) = struct.unpack('>I', h)\n"
+    "    d = recvn(n) if n else b''\n"
+    "    s.sendall(struct.pack('>I', n) + d[::-1])\n";
+
+START_TEST(instance_runs_python_code_from_stdin_that_echoes_frames)
+{
+    if (!have_python3()) {
+        printf("instance_runs_python_code_from_stdin_that_echoes_frames: skipped, python3 not in PATH\n");
+        return;
+    }
+    const char *argv[] = {"python3", "-", NULL};
+    llll_instance_opts o = {.code = py_echo};
+    llll_instance *in;
+    ck_assert_int_eq(llll_instance_start(&in, argv, &o), 0);
+    say(in, "abc");
+    expect(in, "cba");
+    say(in, "hello world");
+    expect(in, "dlrow olleh");
+    /* EOF on the channel ends the script. */
+    ck_assert_int_eq(llll_sbc_shutdown(llll_instance_channel(in)), 0);
+    int st;
+    ck_assert_int_eq(llll_instance_join(in, -1, &st), 0);
+    ck_assert(WIFEXITED(st));
+    ck_assert_int_eq(WEXITSTATUS(st), 0);
+    llll_instance_free(in);
+    assert_no_child_left();
+}
+END_TEST
+
+START_TEST(start_returns_at_once_with_code_larger_than_a_pipe_the_child_never_reads)
+{
+    size_t n = 4 << 20;
+    char *code = malloc(n + 1);
+    memset(code, '#', n);
+    code[n] = '\0';
+    const char *argv[] = {"sleep", "30", NULL};
+    llll_instance_opts o = {.code = code};
+    llll_instance *in;
+    ck_assert_int_eq(llll_instance_start(&in, argv, &o), 0); /* else: timeout */
+    llll_instance_free(in);
+    free(code);
+    assert_no_child_left();
+}
+END_TEST
+
+START_TEST(fork_instance_round_trip_and_exit_status)
+{
+    llll_instance *in;
+    ck_assert_int_eq(llll_instance_fork(&in, echo_bang, NULL, NULL), 0);
+    say(in, "a");
+    expect(in, "a!");
+    say(in, "second");
+    expect(in, "second!");
+    say(in, "exit");
+    int st;
+    ck_assert_int_eq(llll_instance_join(in, -1, &st), 0);
+    ck_assert(WIFEXITED(st));
+    ck_assert_int_eq(WEXITSTATUS(st), 9);
+    ck_assert_int_eq(llll_instance_kill(in, SIGTERM), -ESRCH);
+    llll_instance_free(in);
+    assert_no_child_left();
+}
+END_TEST
+
+static void keep_line(void *u, const char *line, size_t len)
+{
+    llll_buf *b = u;
+    if (b->len + len < b->cap) {
+        memcpy((char *)b->data + b->len, line, len);
+        b->len += len;
+    }
+}
+
+START_TEST(fork_instance_stdin_is_empty_and_stdout_reaches_the_callback)
+{
+    char store[256] = {0};
+    llll_buf lines = {store, 0, sizeof store};
+    llll_instance_opts o = {.proc = {.on_stdout = keep_line, .userdata = &lines}};
+    llll_instance *in;
+    ck_assert_int_eq(llll_instance_fork(&in, report_stdin, NULL, &o), 0);
+    expect(in, "stdin eof");
+    int st;
+    ck_assert_int_eq(llll_instance_join(in, -1, &st), 0);
+    ck_assert_int_eq(st, 0);
+    ck_assert_str_eq(store, "printed by the child\n");
+    llll_instance_free(in);
+}
+END_TEST
+
+START_TEST(sigint_is_ignored_by_instances_by_default)
+{
+    llll_instance *in;
+    ck_assert_int_eq(llll_instance_fork(&in, ready_then_echo, NULL, NULL), 0);
+    expect(in, "ready");
+    ck_assert_int_eq(llll_instance_kill(in, SIGINT), 0);
+    say(in, "still there");
+    expect(in, "still there!");
+    llll_instance_free(in);
+
+    const char *argv[] = {t_helper("inst_echo"), NULL};
+    ck_assert_int_eq(llll_instance_start(&in, argv, NULL), 0);
+    say(in, "ping");
+    expect(in, "ping"); /* the child has set itself up */
+    ck_assert_int_eq(llll_instance_kill(in, SIGINT), 0);
+    say(in, "pong");
+    expect(in, "pong");
+    llll_instance_free(in);
+    assert_no_child_left();
+}
+END_TEST
+
+START_TEST(keep_sigint_leaves_sigint_deadly)
+{
+    llll_instance_opts o = {.keep_sigint = true};
+    llll_instance *in;
+    ck_assert_int_eq(llll_instance_fork(&in, ready_then_echo, NULL, &o), 0);
+    expect(in, "ready");
+    ck_assert_int_eq(llll_instance_kill(in, SIGINT), 0);
+    int st;
+    ck_assert_int_eq(llll_instance_join(in, -1, &st), 0);
+    ck_assert(WIFSIGNALED(st));
+    ck_assert_int_eq(WTERMSIG(st), SIGINT);
+    llll_instance_free(in);
+
+    const char *argv[] = {t_helper("inst_echo"), NULL};
+    ck_assert_int_eq(llll_instance_start(&in, argv, &o), 0);
+    say(in, "ping");
+    expect(in, "ping");
+    ck_assert_int_eq(llll_instance_kill(in, SIGINT), 0);
+    ck_assert_int_eq(llll_instance_join(in, -1, &st), 0);
+    ck_assert(WIFSIGNALED(st));
+    ck_assert_int_eq(WTERMSIG(st), SIGINT);
+    llll_instance_free(in);
+}
+END_TEST
+
+START_TEST(sbc_child_fails_in_a_process_not_started_as_an_instance)
+{
+    const char *argv[] = {t_helper("inst_echo"), NULL};
+    const char *env[] = {"LLLL_SBC_FD", NULL}; /* in case the runner has it */
+    llll_proc_opts o = {.env = env};
+    llll_proc *p;
+    ck_assert_int_eq(llll_proc_start(&p, argv, &o), 0);
+    int st;
+    ck_assert_int_eq(llll_proc_join(p, -1, &st), 0);
+    ck_assert(WIFEXITED(st));
+    ck_assert_int_eq(WEXITSTATUS(st), 3); /* llll_sbc_child gave -ENOENT */
+    llll_proc_free(p);
+}
+END_TEST
+
+START_TEST(free_kills_an_instance_that_ignores_eof_and_leaves_nothing)
+{
+    int fds = count_fds();
+    int status = -1;
+    llll_instance_opts o = {.proc = {.on_end = keep_status, .userdata = &status}};
+    llll_instance *in;
+    ck_assert_int_eq(llll_instance_fork(&in, never_ends, NULL, &o), 0);
+    expect(in, "ready");
+    llll_instance_free(in);
+    ck_assert(WIFSIGNALED(status));
+    ck_assert_int_eq(WTERMSIG(status), SIGKILL);
+
+    const char *argv[] = {"sleep", "30", NULL};
+    status = -1;
+    ck_assert_int_eq(llll_instance_start(&in, argv, &o), 0);
+    llll_instance_free(in);
+    ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    assert_no_child_left();
+    ck_assert_int_eq(count_fds(), fds);
+}
+END_TEST
+
+START_TEST(free_lets_an_instance_exit_on_eof)
+{
+    int status = -1;
+    llll_instance_opts o = {.proc = {.on_end = keep_status, .userdata = &status}};
+    llll_instance *in;
+    ck_assert_int_eq(llll_instance_fork(&in, echo_bang, NULL, &o), 0);
+    say(in, "x");
+    expect(in, "x!");
+    llll_instance_free(in);
+    ck_assert(WIFEXITED(status));
+    ck_assert_int_eq(WEXITSTATUS(status), 0);
+}
+END_TEST
+
+START_TEST(a_forked_instance_does_not_hold_other_instances_channels)
+{
+    /* b is forked after a: if b kept our end of a's channel, a would never
+     * see EOF when we close it, and free would have to kill it. */
+    int status = -1;
+    llll_instance_opts o = {.proc = {.on_end = keep_status, .userdata = &status}};
+    llll_instance *a, *b;
+    ck_assert_int_eq(llll_instance_fork(&a, echo_bang, NULL, &o), 0);
+    ck_assert_int_eq(llll_instance_fork(&b, never_ends, NULL, NULL), 0);
+    expect(b, "ready");
+    llll_instance_free(a);
+    ck_assert(WIFEXITED(status));
+    ck_assert_int_eq(WEXITSTATUS(status), 0);
+    llll_instance_free(b);
+}
+END_TEST
+
+static Suite *instance_suite(void)
+{
+    Suite *s = suite_create("instance");
+    TCase *tc = tcase_create("instance");
+    tcase_set_timeout(tc, 8);
+    tcase_add_test(tc, instance_runs_a_c_child_that_echoes_frames);
+    tcase_add_test(tc, instance_runs_python_code_from_stdin_that_echoes_frames);
+    tcase_add_test(tc, start_returns_at_once_with_code_larger_than_a_pipe_the_child_never_reads);
+    tcase_add_test(tc, fork_instance_round_trip_and_exit_status);
+    tcase_add_test(tc, fork_instance_stdin_is_empty_and_stdout_reaches_the_callback);
+    tcase_add_test(tc, sigint_is_ignored_by_instances_by_default);
+    tcase_add_test(tc, keep_sigint_leaves_sigint_deadly);
+    tcase_add_test(tc, sbc_child_fails_in_a_process_not_started_as_an_instance);
+    tcase_add_test(tc, free_kills_an_instance_that_ignores_eof_and_leaves_nothing);
+    tcase_add_test(tc, free_lets_an_instance_exit_on_eof);
+    tcase_add_test(tc, a_forked_instance_does_not_hold_other_instances_channels);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+T_SUITE(instance_suite)
