@@ -1,4 +1,5 @@
 /* The test runner: every registered suite, in fork mode, one summary line.
+#define _GNU_SOURCE
  * CK_RUN_SUITE / CK_RUN_CASE select a part; CK_DEFAULT_TIMEOUT is 10 s. */
 #include <check.h>
 #include <stdlib.h>
