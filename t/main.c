@@ -1,6 +1,6 @@
 /* The test runner: every registered suite, in fork mode, one summary line.
-#define _GNU_SOURCE
  * CK_RUN_SUITE / CK_RUN_CASE select a part; CK_DEFAULT_TIMEOUT is 10 s. */
+#define _GNU_SOURCE
 #include <check.h>
 #include <stdlib.h>
 
