@@ -17,7 +17,7 @@
 /* Guided scheduling: a claim takes remaining / (GUIDED_K * nthread) items,
  * at least 1. K = 2 keeps the last chunks small enough that threads finish
  * within about one item of each other, while a 20 M item map on 2 threads
- * still needs only about 70 claims. */
+ * still needs only about 60 claims. */
 #define GUIDED_K 2
 #define MAX_THREADS 4096
 
