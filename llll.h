@@ -210,7 +210,8 @@ int llll_proc_start(llll_proc **out, const char *const argv[], const llll_proc_o
  * llll_proc_close_stdin. Thread-safe. */
 int llll_proc_write(llll_proc *p, const void *data, size_t len);
 
-/* Closes the child's stdin, so it reads EOF. Idempotent. */
+/* Closes the child's stdin, so it reads EOF. Idempotent. Waits for a
+ * llll_proc_write in progress on another thread to finish. */
 int llll_proc_close_stdin(llll_proc *p);
 
 /* Sends sig (0 means SIGKILL) to the child, or to its process group when
@@ -243,10 +244,12 @@ void llll_print_line(void *userdata, const char *line, size_t len);
 
 /*
  * A child that talks to its parent in frames over a socketpair (the
- * original's PythonInstance). The child finds its end with llll_sbc_child().
- * Its stdin is closed (after code, if any, was written to it); its stdout and
- * stderr go to the parent's stdout and stderr unless proc.on_stdout /
- * proc.on_stderr are set, then they reach those callbacks as lines. It
+ * original's PythonInstance). The child finds its end with llll_sbc_child()
+ * (a started program gets it on fd 3, LLLL_SBC_FD=3). Its stdin reads code,
+ * if any, then EOF (/dev/null without code); code is written by the library
+ * thread, so start never blocks on it. Its stdout and stderr go to the
+ * parent's stdout and stderr unless proc.on_stdout / proc.on_stderr (or
+ * proc.collect_output) are set, then they reach those callbacks as lines. It
  * ignores SIGINT unless keep_sigint, so a Ctrl-C stops the parent's work, not
  * a child in the middle of a message.
  */
@@ -268,8 +271,13 @@ typedef struct llll_instance_opts {
 int llll_instance_start(llll_instance **out, const char *const argv[], const llll_instance_opts *opts);
 
 /* Runs fn(channel, arg) in a forked copy of this program; the child then ends
- * with _exit(return value): no atexit handlers, no second flush of stdio
- * buffers. Only fn's thread exists in the child (see Gotchas in README). */
+ * with _exit(return value & 0xff): no atexit handlers, no second flush of
+ * stdio buffers (stdout and stderr are flushed before the fork, and the
+ * child flushes them after fn). Only fn's thread exists in the child (see
+ * Gotchas in README). As an exec would, the child closes every fd marked
+ * close-on-exec (all of llll's), so it holds no other child's pipes or
+ * channels; proc.env and proc.cwd apply. A fork copies the page tables: it
+ * costs more the larger this process is. */
 int llll_instance_fork(llll_instance **out, llll_main_fn *fn, void *arg, const llll_instance_opts *opts);
 
 /* llll_sbc_send / llll_sbc_recv on the instance's channel. */
