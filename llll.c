@@ -95,9 +95,9 @@ static int fd_pair_high(int fds[2])
     return -e;
 }
 
-static int make_pipe(int fds[2])
+static int make_pipe(int fds[2], int flags)
 {
-    if (pipe2(fds, O_CLOEXEC) < 0)
+    if (pipe2(fds, O_CLOEXEC | flags) < 0)
         return -errno;
     return fd_pair_high(fds);
 }
@@ -223,6 +223,10 @@ struct llll_proc {
     bool collect, verbose, group;
     char *name;         /* argv[0], for verbose lines */
     pthread_t thread;
+    int chan_fd;        /* an instance's end of its channel (the sbc's) */
+    int cfd[4];         /* the child's ends, until the spawn is done */
+    bool registered;
+    llll_proc *reg_prev, *reg_next;
 
     pthread_mutex_t wlock; /* in_fd */
     int in_fd;          /* write end of the child's stdin; -1 after close */
@@ -237,6 +241,49 @@ struct llll_instance {
     llll_proc *proc;
     llll_sbc *ch;
 };
+
+/*
+ * Every live proc, so that a forked instance can close the fds of the library
+ * it inherited, and only those: our end of its own channel (else it never
+ * sees EOF), other children's pipes and channels (else their peers never see
+ * EOF). Creating or closing any of those fds happens under reg_lock, and so
+ * does the fork, so the child's copy of the list matches its fd table.
+ */
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static llll_proc *reg_head;
+
+static void reg_add_locked(llll_proc *p)
+{
+    p->reg_prev = NULL;
+    p->reg_next = reg_head;
+    if (reg_head)
+        reg_head->reg_prev = p;
+    reg_head = p;
+    p->registered = true;
+}
+
+static void reg_del_locked(llll_proc *p)
+{
+    if (!p->registered)
+        return;
+    if (p->reg_prev)
+        p->reg_prev->reg_next = p->reg_next;
+    else
+        reg_head = p->reg_next;
+    if (p->reg_next)
+        p->reg_next->reg_prev = p->reg_prev;
+    p->registered = false;
+}
+
+/* Closes one of a proc's fds (reg_lock taken here). */
+static void close_reg(int *fd)
+{
+    if (*fd < 0)
+        return;
+    pthread_mutex_lock(&reg_lock);
+    close_fd(fd);
+    pthread_mutex_unlock(&reg_lock);
+}
 
 enum { SIGINT_KEEP, SIGINT_IGNORE, SIGINT_DEFAULT };
 
@@ -357,57 +404,28 @@ NO_ASAN static int child_clone_main(void *arg)
 }
 #endif
 
-/* A fork without exec keeps every fd; close those marked close-on-exec, as an
- * exec would, so a forked instance does not hold other children's pipes and
- * channels open (their peers would never see EOF). */
-static void close_cloexec_fds(int keep1, int keep2)
+/* In a forked child, with reg_lock held by the fork: closes every fd of the
+ * library the parent had, but keep (the child's channel end). */
+static void close_inherited(int keep)
 {
-#ifdef __linux__
-    int d = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (d >= 0) {
-        struct ldirent {
-            uint64_t ino;
-            int64_t off;
-            unsigned short reclen;
-            unsigned char type;
-            char name[];
-        };
-        _Alignas(8) char buf[4096];
-        long n;
-        while ((n = syscall(SYS_getdents64, d, buf, sizeof buf)) > 0) {
-            for (long off = 0; off < n;) {
-                struct ldirent *e = (struct ldirent *)(void *)(buf + off);
-                off += e->reclen;
-                int fd = 0;
-                const char *c = e->name;
-                if (*c < '0' || *c > '9')
-                    continue;
-                while (*c >= '0' && *c <= '9')
-                    fd = fd * 10 + (*c++ - '0');
-                if (fd > 2 && fd != d && fd != keep1 && fd != keep2 &&
-                    (fcntl(fd, F_GETFD) & FD_CLOEXEC))
-                    close(fd);
-            }
-        }
-        close(d);
-        return;
+    for (llll_proc *q = reg_head; q; q = q->reg_next) {
+        int *fds[] = {&q->in_fd, &q->out.fd, &q->err.fd, &q->code_fd, &q->pidfd, &q->chan_fd,
+                      &q->cfd[0], &q->cfd[1], &q->cfd[2], &q->cfd[3]};
+        for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+            if (*fds[i] != keep)
+                close_fd(fds[i]);
     }
-#endif
-    long max = sysconf(_SC_OPEN_MAX);
-    if (max < 0 || max > 65536)
-        max = 65536;
-    for (int fd = 3; fd < max; fd++) {
-        int fl = fcntl(fd, F_GETFD);
-        if (fl >= 0 && (fl & FD_CLOEXEC) && fd != keep1 && fd != keep2)
-            close(fd);
-    }
+    reg_head = NULL; /* those procs are the parent's */
 }
 
 static _Noreturn void child_fork(struct spawn *s)
 {
     if (s->argv)
         child_exec(s);
+    tl_current = NULL;
     int err = child_setup(s, false);
+    close_inherited(s->chan);
+    pthread_mutex_unlock(&reg_lock); /* held by the parent's thread at fork */
     /* A forked child is single-threaded: environ is its own to change. */
     for (const char *const *e = s->env; !err && e && *e; e++) {
         if (strchr(*e, '=') ? putenv((char *)*e) : unsetenv(*e))
@@ -415,13 +433,16 @@ static _Noreturn void child_fork(struct spawn *s)
     }
     llll_sbc *ch = NULL;
     if (!err) {
-        close_cloexec_fds(s->chan, s->errfd);
         int rc = llll_sbc_open(&ch, s->chan, s->chan);
         if (rc < 0)
             err = -rc;
     }
     if (err)
         child_fail(s, err);
+    /* "Set up": the parent waits for these 4 bytes, not for EOF, which any
+     * other fork of the parent's could delay by holding the pipe. */
+    while (write(s->errfd, &err, sizeof err) < 0 && errno == EINTR) {
+    }
     close(s->errfd);
     pthread_sigmask(SIG_SETMASK, &s->mask, NULL);
     int ret = s->fn(ch, s->arg);
@@ -437,7 +458,13 @@ static _Noreturn void child_fork(struct spawn *s)
 static int spawn(struct spawn *s, pid_t *pid)
 {
     int ep[2];
-    int rc = make_pipe(ep);
+#ifdef LLLL_USE_CLONE
+    /* With vfork semantics the child's errno, if any, is in the pipe when we
+     * resume: a non-blocking read, no wait for EOF. */
+    int rc = make_pipe(ep, s->argv ? O_NONBLOCK : 0);
+#else
+    int rc = make_pipe(ep, 0);
+#endif
     if (rc < 0)
         return rc;
     s->errfd = ep[1];
@@ -454,11 +481,6 @@ static int spawn(struct spawn *s, pid_t *pid)
         }
     }
 #endif
-    if (!s->argv) {
-        /* The child flushes what fn printed; it must not print ours again. */
-        fflush(stdout);
-        fflush(stderr);
-    }
     /* All signals blocked, so no handler runs in the child before it reset
      * the handlers; cancellation off, so this thread cannot vanish while a
      * vfork child borrows its memory. */
@@ -494,12 +516,16 @@ static int spawn(struct spawn *s, pid_t *pid)
         return -cerr;
     }
     int err = 0;
-    ssize_t n;
-    do
-        n = read(ep[0], &err, sizeof err);
-    while (n < 0 && errno == EINTR);
+    size_t got = 0;
+    while (got < sizeof err) {
+        ssize_t n = read(ep[0], (char *)&err + got, sizeof err - got);
+        if (n > 0)
+            got += (size_t)n;
+        else if (!(n < 0 && errno == EINTR))
+            break; /* EOF (exec'd) or EAGAIN (clone: exec'd) */
+    }
     close(ep[0]);
-    if (n == (ssize_t)sizeof err) {
+    if (got == sizeof err && err != 0) {
         while (waitpid(c, NULL, 0) < 0 && errno == EINTR) {
         }
         return -(err ? err : EIO);
@@ -680,7 +706,7 @@ static void stream_close(llll_proc *p, struct stream *s)
     if (s->fn && s->plen > 0)
         call_line(p, s, s->part, s->plen);
     s->plen = 0;
-    close_fd(&s->fd);
+    close_reg(&s->fd);
 }
 
 static void read_stream(llll_proc *p, struct stream *s)
@@ -724,7 +750,7 @@ static void write_code(llll_proc *p)
             struct sigpipe_guard g = {.masked = false, .was_pending = false};
             sigpipe_unblock(&g, true);
         }
-        close_fd(&p->code_fd);
+        close_reg(&p->code_fd);
     }
 }
 
@@ -816,8 +842,8 @@ static void *reader_main(void *arg)
     }
     drain(p, &p->out);
     drain(p, &p->err);
-    close_fd(&p->code_fd);
-    close_fd(&p->pidfd);
+    close_reg(&p->code_fd);
+    close_reg(&p->pidfd);
     if (p->verbose) {
         int st = p->status;
         if (WIFSIGNALED(st))
@@ -841,11 +867,16 @@ static void *reader_main(void *arg)
 
 static void proc_destroy(llll_proc *p)
 {
+    pthread_mutex_lock(&reg_lock);
+    reg_del_locked(p);
     close_fd(&p->in_fd);
     close_fd(&p->out.fd);
     close_fd(&p->err.fd);
     close_fd(&p->code_fd);
     close_fd(&p->pidfd);
+    for (int i = 0; i < 4; i++)
+        close_fd(&p->cfd[i]);
+    pthread_mutex_unlock(&reg_lock);
     free(p->out.part);
     free(p->err.part);
     llll_buf_free(&p->out.all);
@@ -871,7 +902,8 @@ static llll_proc *proc_new(const llll_proc_opts *o)
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&p->lock, NULL);
     pthread_mutex_init(&p->wlock, NULL);
-    p->pidfd = p->in_fd = p->code_fd = p->out.fd = p->err.fd = -1;
+    p->pidfd = p->in_fd = p->code_fd = p->out.fd = p->err.fd = p->chan_fd = -1;
+    p->cfd[0] = p->cfd[1] = p->cfd[2] = p->cfd[3] = -1;
     p->out.fn = o->on_stdout;
     p->err.fn = o->on_stderr;
     p->on_end = o->on_end;
@@ -898,6 +930,58 @@ struct start {
     bool keep_sigint;
 };
 
+/* Creates the pipes (and channel) of p, reg_lock held: p's ends in p, the
+ * child's in p->cfd. On failure the caller's proc_destroy closes them. */
+static int make_fds(llll_proc *p, const struct start *st, const llll_proc_opts *o, llll_sbc **chan)
+{
+    int fd[2], rc;
+    if (!st->instance || st->code) {
+        if ((rc = make_pipe(fd, 0)) < 0)
+            return rc;
+        p->cfd[0] = fd[0];
+        if (!st->instance) {
+            p->in_fd = fd[1];
+        } else {
+            p->code_fd = fd[1];
+            if ((rc = set_nonblock(fd[1])) < 0)
+                return rc;
+        }
+    } else {
+        p->cfd[0] = fd_high(open("/dev/null", O_RDONLY | O_CLOEXEC));
+        if (p->cfd[0] < 0)
+            return -errno;
+    }
+    if (!st->instance || o->on_stdout || o->collect_output) {
+        if ((rc = make_pipe(fd, 0)) < 0)
+            return rc;
+        p->out.fd = fd[0];
+        p->cfd[1] = fd[1];
+    }
+    if (!st->instance || o->on_stderr || o->collect_output) {
+        if ((rc = make_pipe(fd, 0)) < 0)
+            return rc;
+        p->err.fd = fd[0];
+        p->cfd[2] = fd[1];
+    }
+    if (st->instance) {
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fd) < 0)
+            return -errno;
+        if ((rc = fd_pair_high(fd)) < 0)
+            return rc;
+        int size = CHANNEL_SOCKBUF;
+        for (int i = 0; i < 2; i++) {
+            /* Best effort: the kernel caps these at net.core.[wr]mem_max. */
+            (void)setsockopt(fd[i], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+            (void)setsockopt(fd[i], SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+        }
+        p->cfd[3] = fd[1];
+        if ((rc = llll_sbc_open(chan, fd[0], fd[0])) < 0)
+            return rc; /* it closed fd[0] */
+        p->chan_fd = fd[0];
+    }
+    return 0;
+}
+
 /* The one way a child is started: a proc (stdin a pipe, stdout and stderr
  * piped), or an instance (a channel on fd 3, stdin code or /dev/null,
  * stdout and stderr inherited unless callbacks want them). */
@@ -922,69 +1006,20 @@ static int proc_create(llll_proc **out, const struct start *st, llll_sbc **chan)
         return -ENOMEM;
     struct spawn s;
     memset(&s, 0, sizeof s);
-    int in[2] = {-1, -1}, po[2] = {-1, -1}, pe[2] = {-1, -1}, sv[2] = {-1, -1};
     int rc = 0;
-
-    if (!st->instance) {
-        rc = make_pipe(in);
-        p->in_fd = in[1];
-    } else if (st->code) {
+    if (st->instance && st->code) {
         p->code_len = strlen(st->code);
         p->code = malloc(p->code_len + 1);
-        rc = p->code ? make_pipe(in) : -ENOMEM;
-        if (rc == 0) {
+        if (p->code)
             memcpy(p->code, st->code, p->code_len + 1);
-            p->code_fd = in[1];
-            rc = set_nonblock(in[1]);
-        }
-    } else {
-        in[0] = fd_high(open("/dev/null", O_RDONLY | O_CLOEXEC));
-        if (in[0] < 0)
-            rc = -errno;
-    }
-    in[1] = -1; /* now p's */
-    if (rc == 0 && (!st->instance || o->on_stdout || o->collect_output)) {
-        rc = make_pipe(po);
-        p->out.fd = po[0];
-    }
-    if (rc == 0 && (!st->instance || o->on_stderr || o->collect_output)) {
-        rc = make_pipe(pe);
-        p->err.fd = pe[0];
-    }
-    if (rc == 0 && st->instance) {
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-            rc = -errno;
         else
-            rc = fd_pair_high(sv);
-        int size = CHANNEL_SOCKBUF;
-        for (int i = 0; rc == 0 && i < 2; i++) {
-            /* Best effort: the kernel caps these at net.core.[wr]mem_max. */
-            (void)setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
-            (void)setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-        }
-        if (rc == 0) {
-            rc = llll_sbc_open(chan, sv[0], sv[0]);
-            sv[0] = -1; /* the channel's, even on failure */
-        }
+            rc = -ENOMEM;
     }
     if (rc == 0 && o->verbose) {
         p->name = strdup(st->argv ? st->argv[0] : "(forked instance)");
         if (!p->name)
             rc = -ENOMEM;
     }
-
-    s.argv = st->argv;
-    s.fn = st->fn;
-    s.arg = st->arg;
-    s.cwd = o->cwd;
-    s.new_group = o->new_group;
-    s.sigint = !st->instance ? SIGINT_KEEP : st->keep_sigint ? SIGINT_DEFAULT : SIGINT_IGNORE;
-    s.fds[0] = in[0];
-    s.fds[1] = po[1];
-    s.fds[2] = pe[1];
-    s.fds[3] = st->argv ? sv[1] : -1;
-    s.chan = st->argv ? -1 : sv[1];
-    s.errfd = -1;
     if (rc == 0 && st->argv) {
         s.envp = build_env(o->env, st->instance ? "LLLL_SBC_FD=3" : NULL);
         s.paths = s.envp ? build_paths(st->argv[0], s.envp, &s.npaths) : NULL;
@@ -992,24 +1027,49 @@ static int proc_create(llll_proc **out, const struct start *st, llll_sbc **chan)
             rc = -ENOMEM;
     } else {
         s.env = o->env;
+        /* The child flushes what fn printed; it must not print ours again. */
+        fflush(stdout);
+        fflush(stderr);
     }
+    s.argv = st->argv;
+    s.fn = st->fn;
+    s.arg = st->arg;
+    s.cwd = o->cwd;
+    s.new_group = o->new_group;
+    s.sigint = !st->instance ? SIGINT_KEEP : st->keep_sigint ? SIGINT_DEFAULT : SIGINT_IGNORE;
+    s.errfd = -1;
+
+    pthread_mutex_lock(&reg_lock);
+    reg_add_locked(p);
     if (rc == 0)
+        rc = make_fds(p, st, o, chan);
+    s.fds[0] = p->cfd[0];
+    s.fds[1] = p->cfd[1];
+    s.fds[2] = p->cfd[2];
+    s.fds[3] = st->argv ? p->cfd[3] : -1;
+    s.chan = st->argv ? -1 : p->cfd[3];
+    if (rc == 0 && !st->argv)
+        rc = spawn(&s, &p->pid); /* the fork needs reg_lock: see child_fork */
+    pthread_mutex_unlock(&reg_lock);
+    if (rc == 0 && st->argv)
         rc = spawn(&s, &p->pid);
     free(s.envp);
     free(s.paths);
-    close_fd(&in[0]);
-    close_fd(&po[1]);
-    close_fd(&pe[1]);
-    close_fd(&sv[0]);
-    close_fd(&sv[1]);
+
+    pthread_mutex_lock(&reg_lock);
+    for (int i = 0; i < 4; i++)
+        close_fd(&p->cfd[i]);
+#if defined(SYS_pidfd_open) && !defined(LLLL_NO_PIDFD)
+    if (rc == 0) {
+        p->pidfd = fd_high((int)syscall(SYS_pidfd_open, p->pid, 0));
+        if (p->pidfd < 0)
+            p->pidfd = -1;
+    }
+#endif
+    pthread_mutex_unlock(&reg_lock);
     if (rc < 0)
         goto fail;
 
-#if defined(SYS_pidfd_open) && !defined(LLLL_NO_PIDFD)
-    p->pidfd = fd_high((int)syscall(SYS_pidfd_open, p->pid, 0));
-    if (p->pidfd < 0)
-        p->pidfd = -1;
-#endif
     if (p->verbose) {
         char args[256];
         size_t w = 0;
@@ -1037,8 +1097,11 @@ static int proc_create(llll_proc **out, const struct start *st, llll_sbc **chan)
     return 0;
 
 fail:
-    if (chan) {
+    if (chan && *chan) {
+        pthread_mutex_lock(&reg_lock);
         llll_sbc_close(*chan);
+        p->chan_fd = -1;
+        pthread_mutex_unlock(&reg_lock);
         *chan = NULL;
     }
     proc_destroy(p);
@@ -1107,7 +1170,7 @@ int llll_proc_close_stdin(llll_proc *p)
     if (!p)
         return -EINVAL;
     pthread_mutex_lock(&p->wlock);
-    close_fd(&p->in_fd);
+    close_reg(&p->in_fd);
     pthread_mutex_unlock(&p->wlock);
     return 0;
 }
@@ -1267,8 +1330,11 @@ void llll_instance_free(llll_instance *in)
     if (!in)
         return;
     /* EOF on its channel is the child's cue to exit; give it a moment. */
-    llll_sbc_close(in->ch);
     llll_proc *p = in->proc;
+    pthread_mutex_lock(&reg_lock);
+    llll_sbc_close(in->ch);
+    p->chan_fd = -1;
+    pthread_mutex_unlock(&reg_lock);
     pthread_mutex_lock(&p->lock);
     (void)wait_flag(p, &p->reaped, INSTANCE_GRACE_MS);
     pthread_mutex_unlock(&p->lock);

@@ -274,10 +274,11 @@ int llll_instance_start(llll_instance **out, const char *const argv[], const lll
  * with _exit(return value & 0xff): no atexit handlers, no second flush of
  * stdio buffers (stdout and stderr are flushed before the fork, and the
  * child flushes them after fn). Only fn's thread exists in the child (see
- * Gotchas in README). As an exec would, the child closes every fd marked
- * close-on-exec (all of llll's), so it holds no other child's pipes or
- * channels; proc.env and proc.cwd apply. A fork copies the page tables: it
- * costs more the larger this process is. */
+ * Gotchas in README). The child closes the pipes and channels llll made for
+ * its other children (and our end of its own channel), so none of their
+ * peers waits for an EOF because of it; every other fd stays open.
+ * proc.env and proc.cwd apply. A fork copies the page tables: it costs more
+ * the larger this process is. */
 int llll_instance_fork(llll_instance **out, llll_main_fn *fn, void *arg, const llll_instance_opts *opts);
 
 /* llll_sbc_send / llll_sbc_recv on the instance's channel. */
@@ -300,9 +301,11 @@ void llll_instance_free(llll_instance *in);
 typedef struct llll_pool llll_pool;
 
 /* A worker's function: answers one call. arg/len is the caller's argument;
- * fn writes its answer into result (result->len = its size). Returning
- * non-zero makes the call fail with -EREMOTEIO, result still delivered (an
- * error message, say); the worker goes on serving. */
+ * fn writes its answer into result (result->len = its size). result arrives
+ * with len 0 and the memory of earlier calls; fn may grow it with realloc
+ * (keeping cap). Returning non-zero makes the call fail with -EREMOTEIO,
+ * result still delivered (an error message, say); the worker goes on
+ * serving. */
 typedef int llll_serve_fn(void *ctx, const void *arg, size_t len, llll_buf *result);
 
 typedef struct llll_pool_opts {
@@ -327,7 +330,8 @@ typedef struct llll_pool_opts {
 int llll_pool_start(llll_pool **out, const char *const argv[], int nproc, const llll_pool_opts *opts);
 
 /* As llll_pool_start, the workers being forked copies of this program that
- * run llll_serve(fn, ctx). */
+ * run llll_serve(fn, ctx) (see llll_instance_fork: a replacement is a copy of
+ * the process as it is when the replacement is forked). */
 int llll_pool_fork(llll_pool **out, llll_serve_fn *fn, void *ctx, int nproc, const llll_pool_opts *opts);
 
 /*
@@ -335,9 +339,14 @@ int llll_pool_fork(llll_pool **out, llll_serve_fn *fn, void *ctx, int nproc, con
  * Safe from any number of threads; with every worker busy it blocks until one
  * is free. A thread gets back the worker it used last when that one is idle.
  * Errors: -EREMOTEIO (fn failed; result holds what it wrote), -ECONNRESET
- * (the worker died during this call; it is replaced), -ETIMEDOUT
- * (call_timeout_ms ran out; the worker is replaced), -EMSGSIZE, -ECANCELED
- * (the pool is being freed), -ECHILD (no worker left, with no_respawn).
+ * (the worker died during this call; it was replaced before this returned),
+ * -ETIMEDOUT (call_timeout_ms ran out; the worker was killed and replaced),
+ * -EMSGSIZE (arg over max_frame: nothing sent; or the result: the worker is
+ * replaced), -ECANCELED (the pool is being freed), -ECHILD (no worker left,
+ * with no_respawn), or the error of starting a replacement for a dead worker
+ * this call needed (a later call tries again). A worker found dead before it
+ * read the request does not fail the call: the request goes to its
+ * replacement. On errors other than -EREMOTEIO, result->len is 0.
  */
 int llll_pool_call(llll_pool *pool, const void *arg, size_t len, llll_buf *result);
 
@@ -362,7 +371,9 @@ void llll_pool_free(llll_pool *pool);
 
 /* In a worker: answers calls with fn until the master closes the channel
  * (returns 0, so the worker can exit cleanly). -ENOENT when this process was
- * not started as a worker; another negative errno when the channel broke. */
+ * not started as a worker; another negative errno when the channel broke.
+ * Call it once, before starting threads (it takes the channel with
+ * llll_sbc_child). The wire protocol is described at the top of pool.c. */
 int llll_serve(llll_serve_fn *fn, void *ctx);
 
 /* ---------------------------------------- mapper, FIFO, generator (mapper.c) */

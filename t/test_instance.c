@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -363,6 +364,46 @@ START_TEST(a_forked_instance_does_not_hold_other_instances_channels)
 }
 END_TEST
 
+START_TEST(a_forked_instance_does_not_hold_a_procs_stdin_open)
+{
+    const char *argv[] = {"cat", NULL};
+    llll_proc *p;
+    ck_assert_int_eq(llll_proc_start(&p, argv, NULL), 0);
+    llll_instance *in;
+    ck_assert_int_eq(llll_instance_fork(&in, never_ends, NULL, NULL), 0);
+    expect(in, "ready");
+    /* cat sees EOF only if the instance did not keep our end of its stdin
+     * (else join waits and the case times out). */
+    llll_proc_close_stdin(p);
+    int st;
+    ck_assert_int_eq(llll_proc_join(p, -1, &st), 0);
+    ck_assert_int_eq(st, 0);
+    llll_proc_free(p);
+    llll_instance_free(in);
+}
+END_TEST
+
+/* Says whether the fd in arg is open in the child. */
+static int fd_is_open(llll_sbc *ch, void *arg)
+{
+    int fd = *(int *)arg;
+    const char *what = fcntl(fd, F_GETFD) >= 0 ? "open" : "closed";
+    llll_sbc_send(ch, what, strlen(what));
+    return 0;
+}
+
+START_TEST(a_forked_instance_keeps_the_programs_own_fds)
+{
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    llll_instance *in;
+    ck_assert_int_eq(llll_instance_fork(&in, fd_is_open, &fd, NULL), 0);
+    expect(in, "open");
+    llll_instance_free(in);
+    close(fd);
+}
+END_TEST
+
 static Suite *instance_suite(void)
 {
     Suite *s = suite_create("instance");
@@ -379,6 +420,8 @@ static Suite *instance_suite(void)
     tcase_add_test(tc, free_kills_an_instance_that_ignores_eof_and_leaves_nothing);
     tcase_add_test(tc, free_lets_an_instance_exit_on_eof);
     tcase_add_test(tc, a_forked_instance_does_not_hold_other_instances_channels);
+    tcase_add_test(tc, a_forked_instance_does_not_hold_a_procs_stdin_open);
+    tcase_add_test(tc, a_forked_instance_keeps_the_programs_own_fds);
     suite_add_tcase(s, tc);
     return s;
 }
