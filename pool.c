@@ -59,7 +59,6 @@ struct llll_pool {
     _Atomic int nlive;        /* slots with a worker (IDLE, BUSY, or BUSY being replaced) */
     uint64_t id;              /* unique per pool in this process, for the thread hints */
 
-    pthread_mutex_t spawn_mu; /* forks one at a time (see spawn) */
     char **argv;              /* program workers (deep copy), or NULL */
     llll_serve_fn *fn;        /* forked workers */
     void *ctx;
@@ -143,19 +142,9 @@ static int fork_main(llll_sbc *ch, void *arg)
 /* Starts one worker without waiting for its hello. */
 static int spawn(llll_pool *p, llll_instance **out)
 {
-    int rc;
-    if (p->argv) {
-        rc = llll_instance_start(out, (const char *const *)p->argv, &p->iopts);
-    } else {
-        /* A forked child holds copies of every fd the parent had at that
-         * moment; forking one at a time keeps a sibling from holding the
-         * child end of a channel still being set up, which would hide the
-         * worker's death from the master. */
-        pthread_mutex_lock(&p->spawn_mu);
-        rc = llll_instance_fork(out, fork_main, p, &p->iopts);
-        pthread_mutex_unlock(&p->spawn_mu);
-    }
-    return rc;
+    if (p->argv)
+        return llll_instance_start(out, (const char *const *)p->argv, &p->iopts);
+    return llll_instance_fork(out, fork_main, p, &p->iopts);
 }
 
 /* Waits up to timeout_ms (-1: forever) for a worker's hello. */
@@ -321,6 +310,7 @@ int llll_pool_call(llll_pool *p, const void *arg, size_t len, llll_buf *result)
 {
     if (!p || !result || (!arg && len))
         return -EINVAL;
+    result->len = 0;
     if (len > p->max_frame)
         return -EMSGSIZE;
     lock(p);
@@ -419,7 +409,6 @@ static void destroy(llll_pool *p)
     pthread_cond_destroy(&p->idle_cv);
     pthread_cond_destroy(&p->drain_cv);
     pthread_mutex_destroy(&p->mu);
-    pthread_mutex_destroy(&p->spawn_mu);
     free(p);
 }
 
@@ -453,7 +442,6 @@ static int pool_new(llll_pool **out, const char *const argv[], llll_serve_fn *fn
     if (!p)
         return -ENOMEM;
     pthread_mutex_init(&p->mu, NULL);
-    pthread_mutex_init(&p->spawn_mu, NULL);
     pthread_cond_init(&p->idle_cv, NULL);
     pthread_cond_init(&p->drain_cv, NULL);
     p->id = atomic_fetch_add(&next_pool_id, 1);
