@@ -21,8 +21,11 @@
 
 #if defined(__linux__) && !defined(LLLL_SPAWN_FORK)
 #define LLLL_USE_CLONE 1
+#define USES_CLONE true
 #include <sched.h>
 #include <sys/mman.h>
+#else
+#define USES_CLONE false
 #endif
 #ifdef __linux__
 #include <sys/syscall.h>
@@ -1048,10 +1051,14 @@ static int proc_create(llll_proc **out, const struct start *st, llll_sbc **chan)
     s.fds[2] = p->cfd[2];
     s.fds[3] = st->argv ? p->cfd[3] : -1;
     s.chan = st->argv ? -1 : p->cfd[3];
-    if (rc == 0 && !st->argv)
-        rc = spawn(&s, &p->pid); /* the fork needs reg_lock: see child_fork */
+    /* A fork happens under reg_lock: the child must see the registry whole
+     * (child_fork), and in the fork+exec fallback no instance may be forked
+     * meanwhile and hold the error pipe that we read to EOF. */
+    bool forks = !st->argv || !USES_CLONE;
+    if (rc == 0 && forks)
+        rc = spawn(&s, &p->pid);
     pthread_mutex_unlock(&reg_lock);
-    if (rc == 0 && st->argv)
+    if (rc == 0 && !forks)
         rc = spawn(&s, &p->pid);
     free(s.envp);
     free(s.paths);
