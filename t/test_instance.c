@@ -404,6 +404,25 @@ START_TEST(a_forked_instance_keeps_the_programs_own_fds)
 }
 END_TEST
 
+START_TEST(a_started_instance_sees_only_stdio_and_its_channel_on_fd_3)
+{
+    for (int fd = 3; fd < 1024; fd++) { /* Check's own fds are not ours */
+        int fl = fcntl(fd, F_GETFD);
+        if (fl >= 0)
+            fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+    }
+    char store[64] = {0};
+    llll_buf lines = {store, 0, sizeof store - 1};
+    llll_instance_opts o = {.proc = {.on_stdout = keep_line, .userdata = &lines}};
+    const char *argv[] = {t_helper("proc_fds"), NULL};
+    llll_instance *in;
+    ck_assert_int_eq(llll_instance_start(&in, argv, &o), 0);
+    ck_assert_int_eq(llll_instance_join(in, -1, NULL), 0);
+    ck_assert_str_eq(store, "0 1 2 3\n");
+    llll_instance_free(in);
+}
+END_TEST
+
 static Suite *instance_suite(void)
 {
     Suite *s = suite_create("instance");
@@ -422,6 +441,7 @@ static Suite *instance_suite(void)
     tcase_add_test(tc, a_forked_instance_does_not_hold_other_instances_channels);
     tcase_add_test(tc, a_forked_instance_does_not_hold_a_procs_stdin_open);
     tcase_add_test(tc, a_forked_instance_keeps_the_programs_own_fds);
+    tcase_add_test(tc, a_started_instance_sees_only_stdio_and_its_channel_on_fd_3);
     suite_add_tcase(s, tc);
     return s;
 }
