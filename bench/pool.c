@@ -68,18 +68,31 @@ static int read_full(int fd, void *buf, size_t n)
     return 0;
 }
 
-/* A forked echo child: frames back as they came, until EOF. */
+/* A forked echo child: frames back as they came, until EOF. One read takes
+ * what is there (a whole frame, here), one write answers it. */
 static void raw_child(int fd)
 {
     unsigned char buf[4096];
+    size_t have = 0;
     for (;;) {
-        if (read_full(fd, buf, 4))
-            _exit(0);
-        size_t len = (size_t)buf[0] << 24 | (size_t)buf[1] << 16 | (size_t)buf[2] << 8 | buf[3];
-        if (len > sizeof buf - 4 || read_full(fd, buf + 4, len))
-            _exit(1);
-        if (write(fd, buf, 4 + len) != (ssize_t)(4 + len))
-            _exit(1);
+        ssize_t r = read(fd, buf + have, sizeof buf - have);
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR)
+                continue;
+            _exit(r == 0 ? 0 : 1);
+        }
+        have += (size_t)r;
+        while (have >= 4) {
+            size_t len = (size_t)buf[0] << 24 | (size_t)buf[1] << 16 | (size_t)buf[2] << 8 | buf[3];
+            if (len > sizeof buf - 4)
+                _exit(1);
+            if (have < 4 + len)
+                break;
+            if (write(fd, buf, 4 + len) != (ssize_t)(4 + len))
+                _exit(1);
+            memmove(buf, buf + 4 + len, have - 4 - len);
+            have -= 4 + len;
+        }
     }
 }
 
