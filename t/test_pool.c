@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -355,6 +356,51 @@ START_TEST(without_respawn_dead_workers_stay_dead_then_calls_get_echild)
 }
 END_TEST
 
+/* Copies the worker program to path (mode 0755). */
+static void copy_worker(const char *path)
+{
+    FILE *in = fopen(t_helper("pool_worker"), "rb"), *out = fopen(path, "wb");
+    ck_assert_ptr_nonnull(in);
+    ck_assert_ptr_nonnull(out);
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        ck_assert_uint_eq(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    ck_assert_int_eq(fclose(out), 0);
+    ck_assert_int_eq(chmod(path, 0755), 0);
+}
+
+START_TEST(a_worker_that_cannot_be_replaced_fails_calls_until_it_can)
+{
+    char dir[] = "/tmp/llll-pool-XXXXXX", prog[64], away[64];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(prog, sizeof prog, "%s/worker", dir);
+    snprintf(away, sizeof away, "%s/away", dir);
+    copy_worker(prog);
+    const char *argv[] = { prog, NULL };
+    llll_pool *p;
+    ck_assert_int_eq(llll_pool_start(&p, argv, 1, NULL), 0);
+    ck_assert_int_eq(rename(prog, away), 0);   /* replacements cannot start */
+    llll_buf res = LLLL_BUF_INIT;
+    char out[64];
+    ck_assert_int_eq(call_str(p, "crash", &res, out, sizeof out), -ECONNRESET);
+    ck_assert_int_eq(llll_pool_size(p), 0);
+    ck_assert_int_eq(call_str(p, "sq 2", &res, out, sizeof out), -ENOENT);
+    ck_assert_int_eq(rename(away, prog), 0);
+    ck_assert_int_eq(call_num(p, "sq 2"), 4);
+    ck_assert_int_eq(llll_pool_size(p), 1);
+    llll_pool_stats st;
+    llll_pool_get_stats(p, &st);
+    ck_assert_uint_eq(st.respawns, 1);
+    llll_buf_free(&res);
+    llll_pool_free(p);
+    unlink(prog);
+    rmdir(dir);
+    assert_no_child();
+}
+END_TEST
+
 /* The kill storm: callers record the pids that answered them; a killer
  * SIGKILLs one of them every few ms. */
 struct storm {
@@ -616,6 +662,7 @@ static Suite *pool_suite(void)
     tcase_add_test(tc, a_worker_that_crashes_gives_econnreset_and_is_replaced);
     tcase_add_test(tc, a_hung_worker_times_out_and_is_replaced);
     tcase_add_test(tc, without_respawn_dead_workers_stay_dead_then_calls_get_echild);
+    tcase_add_test(tc, a_worker_that_cannot_be_replaced_fails_calls_until_it_can);
     tcase_add_test(tc, calls_survive_a_storm_of_killed_workers);
     suite_add_tcase(s, tc);
 
