@@ -70,6 +70,15 @@ static void keep_status(void *u, int status, const llll_buf *out, const llll_buf
     *(int *)u = status;
 }
 
+static void keep_line(void *u, const char *line, size_t len)
+{
+    llll_buf *b = u;
+    if (b->len + len < b->cap) {
+        memcpy((char *)b->data + b->len, line, len);
+        b->len += len;
+    }
+}
+
 /* ------------------------------------------------------ forked children */
 
 /* Echoes frames with "!" added until EOF; the frame "exit" returns 9. */
@@ -189,6 +198,24 @@ START_TEST(instance_runs_python_code_from_stdin_that_echoes_frames)
 }
 END_TEST
 
+START_TEST(code_reaches_the_interpreter_on_stdin_followed_by_eof)
+{
+    char store[64] = {0};
+    llll_buf lines = {store, 0, sizeof store - 1};
+    /* read hits EOF after the script: "eof" proves stdin was closed. */
+    llll_instance_opts o = {.code = "echo \"fd=$LLLL_SBC_FD\"; read x || echo eof\n",
+                            .proc = {.on_stdout = keep_line, .userdata = &lines}};
+    const char *argv[] = {"sh", NULL};
+    llll_instance *in;
+    ck_assert_int_eq(llll_instance_start(&in, argv, &o), 0);
+    int st;
+    ck_assert_int_eq(llll_instance_join(in, -1, &st), 0);
+    ck_assert_int_eq(st, 0);
+    ck_assert_str_eq(store, "fd=3\neof\n");
+    llll_instance_free(in);
+}
+END_TEST
+
 START_TEST(start_returns_at_once_with_code_larger_than_a_pipe_the_child_never_reads)
 {
     size_t n = 4 << 20;
@@ -223,15 +250,6 @@ START_TEST(fork_instance_round_trip_and_exit_status)
     assert_no_child_left();
 }
 END_TEST
-
-static void keep_line(void *u, const char *line, size_t len)
-{
-    llll_buf *b = u;
-    if (b->len + len < b->cap) {
-        memcpy((char *)b->data + b->len, line, len);
-        b->len += len;
-    }
-}
 
 START_TEST(fork_instance_stdin_is_empty_and_stdout_reaches_the_callback)
 {
@@ -430,6 +448,7 @@ static Suite *instance_suite(void)
     tcase_set_timeout(tc, 8);
     tcase_add_test(tc, instance_runs_a_c_child_that_echoes_frames);
     tcase_add_test(tc, instance_runs_python_code_from_stdin_that_echoes_frames);
+    tcase_add_test(tc, code_reaches_the_interpreter_on_stdin_followed_by_eof);
     tcase_add_test(tc, start_returns_at_once_with_code_larger_than_a_pipe_the_child_never_reads);
     tcase_add_test(tc, fork_instance_round_trip_and_exit_status);
     tcase_add_test(tc, fork_instance_stdin_is_empty_and_stdout_reaches_the_callback);
