@@ -1,6 +1,7 @@
 /* Pools: llll_pool_* and llll_serve. Most pools run t/helper_pool_worker.c;
  * forked pools run the functions below. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -33,6 +34,18 @@ static void assert_no_child(void)
     errno = 0;
     ck_assert_int_eq(waitpid(-1, NULL, WNOHANG), -1);
     ck_assert_int_eq(errno, ECHILD);
+}
+
+/* Open fds of this process. */
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
 }
 
 /* Calls with a text command; returns the result as a string in *out. */
@@ -639,6 +652,22 @@ START_TEST(free_releases_threads_blocked_in_calls)
 }
 END_TEST
 
+START_TEST(a_pool_leaves_no_fd_open_after_crashes_timeouts_and_free)
+{
+    int before = count_fds();
+    llll_pool *p = start_worker_pool(2, &(llll_pool_opts){ .call_timeout_ms = 300 });
+    llll_buf res = LLLL_BUF_INIT;
+    char out[64];
+    ck_assert_int_eq(call_str(p, "crash", &res, out, sizeof out), -ECONNRESET);
+    ck_assert_int_eq(call_str(p, "hang", &res, out, sizeof out), -ETIMEDOUT);
+    ck_assert_int_eq(call_num(p, "sq 6"), 36);
+    llll_buf_free(&res);
+    llll_pool_free(p);
+    ck_assert_int_eq(count_fds(), before);
+    assert_no_child();
+}
+END_TEST
+
 START_TEST(free_accepts_null)
 {
     llll_pool_free(NULL);
@@ -675,6 +704,7 @@ static Suite *pool_suite(void)
     tcase_add_test(tc, serve_returns_enoent_outside_a_worker);
     tcase_add_test(tc, serve_returns_zero_in_each_worker_when_the_pool_is_freed);
     tcase_add_test(tc, free_releases_threads_blocked_in_calls);
+    tcase_add_test(tc, a_pool_leaves_no_fd_open_after_crashes_timeouts_and_free);
     tcase_add_test(tc, free_accepts_null);
     suite_add_tcase(s, tc);
     return s;
