@@ -56,7 +56,7 @@ struct llll_pool {
     int nwait;                /* threads waiting on idle_cv */
     int inside;               /* calls between entry and return */
     bool closing;
-    _Atomic int nlive;        /* slots with a worker (IDLE, BUSY, or BUSY being replaced) */
+    _Atomic int nlive;        /* slots with a live worker (IDLE or BUSY): llll_pool_size */
     uint64_t id;              /* unique per pool in this process, for the thread hints */
 
     char **argv;              /* program workers (deep copy), or NULL */
