@@ -200,8 +200,9 @@ typedef struct llll_proc_opts {
  * Callbacks may call any llll function except llll_proc_free and
  * llll_proc_join/stop on their own child (-EDEADLK).
  *
- * Errors: the errno of an exec that failed (-ENOENT, -EACCES, -ENOEXEC, ...),
- * with no child left behind; -EINVAL for an empty argv; -ENOMEM, -EAGAIN.
+ * Errors: the errno of an exec that failed (-ENOENT, -EACCES, -ENOEXEC, ...)
+ * or of chdir(cwd), with no child left behind; -EINVAL for an empty argv;
+ * -ENOMEM, -EAGAIN.
  */
 int llll_proc_start(llll_proc **out, const char *const argv[], const llll_proc_opts *opts);
 
