@@ -47,11 +47,12 @@ BENCHES = $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 .PHONY: all test run-tests check-dep demo demo-build bench bench-build fuzz clean
 all: $(LIB_A) $(B)/libllll.so
 
-$(B)/%.o: %.c llll.h | $(B)
+$(B)/%.o: %.c llll.h | $(B)/.dirs
 	$(CC) $(ALL_CFLAGS) -fPIC -c -o $@ $<
 
-$(B):
+$(B)/.dirs:
 	mkdir -p $(B)/t $(B)/examples $(B)/bench
+	touch $@
 
 $(LIB_A): $(OBJS)
 	rm -f $@
@@ -83,17 +84,17 @@ test: check-dep
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
 
-$(B)/t/run: t/main.c $(TEST_SRCS) t/t.h $(LIB_A) | $(B)
+$(B)/t/run: t/main.c $(TEST_SRCS) t/t.h $(LIB_A) | $(B)/.dirs
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -I. -o $@ t/main.c $(TEST_SRCS) $(ALL_LDFLAGS) $(LIB_A) $(CHECK_LIBS) $(LDLIBS)
 
-$(B)/t/helper_%: t/helper_%.c t/t.h $(LIB_A) | $(B)
+$(B)/t/helper_%: t/helper_%.c t/t.h $(LIB_A) | $(B)/.dirs
 	$(CC) $(ALL_CFLAGS) -I. -o $@ $< $(ALL_LDFLAGS) $(LIB_A) $(LDLIBS)
 
 run-tests: $(B)/t/run $(HELPERS)
 	LLLL_T_DIR=$(B)/t $(B)/t/run
 
 # ---------------------------------------------------------------- demo, bench
-$(B)/examples/%: examples/%.c $(LIB_A) | $(B)
+$(B)/examples/%: examples/%.c $(LIB_A) | $(B)/.dirs
 	$(CC) $(ALL_CFLAGS) -I. -o $@ $< $(ALL_LDFLAGS) $(LIB_A) $(LDLIBS)
 
 demo-build: $(EXAMPLES)
@@ -101,10 +102,10 @@ demo: $(EXAMPLES)
 	@for d in $(DEMOS); do echo "== $$d =="; ./$$d || exit 1; echo; done
 
 BENCH_OMP = -fopenmp
-$(B)/bench/mapper: bench/mapper.c $(LIB_A) | $(B)
+$(B)/bench/mapper: bench/mapper.c $(LIB_A) | $(B)/.dirs
 	$(CC) $(ALL_CFLAGS) $(BENCH_OMP) -I. -o $@ $< $(ALL_LDFLAGS) $(BENCH_OMP) $(LIB_A) $(LDLIBS)
 
-$(B)/bench/%: bench/%.c $(LIB_A) | $(B)
+$(B)/bench/%: bench/%.c $(LIB_A) | $(B)/.dirs
 	$(CC) $(ALL_CFLAGS) -I. -o $@ $< $(ALL_LDFLAGS) $(LIB_A) $(LDLIBS)
 
 bench-build: $(BENCHES)
@@ -114,7 +115,7 @@ bench: $(BENCHES)
 # ---------------------------------------------------------------- fuzz
 FUZZ_CC = clang
 FUZZ_SECONDS = 60
-$(B)/fuzz_frame: t/fuzz_frame.c sbc.c llll.h | $(B)
+$(B)/fuzz_frame: t/fuzz_frame.c sbc.c llll.h | $(B)/.dirs
 	$(FUZZ_CC) -std=c11 -g -O1 $(WARN) -fsanitize=fuzzer,address,undefined -I. -o $@ t/fuzz_frame.c sbc.c
 
 fuzz: $(B)/fuzz_frame
@@ -138,7 +139,7 @@ man_page_of = $(if $(filter llll_proc_% llll_print_line,$(1)),llll_proc,$(if $(f
 FUNCS = $(shell grep -v '^typedef' llll.h | grep -o '^[a-z][a-z_ ]*[ *]llll_[a-z_]*' | grep -o 'llll_[a-z_]*$$')
 
 .PHONY: install uninstall test-install test-vendor musl size
-$(B)/llll.pc: llll.h Makefile | $(B)
+$(B)/llll.pc: llll.h Makefile | $(B)/.dirs
 	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
 	  'Name: llll' 'Description: child processes, framed channels, process pools and a thread mapper' \
 	  'Version: $(VERSION)' 'Libs: -L$${libdir} -lllll' 'Libs.private: -pthread' \
