@@ -415,12 +415,17 @@ START_TEST(a_worker_that_cannot_be_replaced_fails_calls_until_it_can)
 END_TEST
 
 /* The kill storm: callers record the pids that answered them; a killer
- * SIGKILLs one of them every few ms. */
+ * SIGKILLs one of them after every few answered calls, paced by the calls
+ * themselves (no clock), until it has killed STORM_KILLS workers. */
+#define STORM_KILLS 40
+#define STORM_CALLS_PER_KILL 6
 struct storm {
     llll_pool *p;
     pthread_mutex_t mu;
+    pthread_cond_t cv;          /* a call was answered */
     pid_t pids[16];
     unsigned npids;
+    unsigned since_kill;        /* answered calls since the last kill */
     atomic_bool stop;
     atomic_int ok, reset, wrong, other, kills;
 };
@@ -429,6 +434,8 @@ static void storm_note(struct storm *s, pid_t pid)
 {
     pthread_mutex_lock(&s->mu);
     s->pids[s->npids++ % 16] = pid;
+    s->since_kill++;
+    pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -453,14 +460,17 @@ static void *storm_killer(void *a)
 {
     struct storm *s = a;
     unsigned seed = 12345;
-    while (!atomic_load(&s->stop)) {
+    while (atomic_load(&s->kills) < STORM_KILLS) {
         pthread_mutex_lock(&s->mu);
-        pid_t pid = s->npids ? s->pids[rand_r(&seed) % (s->npids < 16 ? s->npids : 16)] : 0;
+        while (s->since_kill < STORM_CALLS_PER_KILL)
+            pthread_cond_wait(&s->cv, &s->mu);
+        s->since_kill = 0;
+        pid_t pid = s->pids[rand_r(&seed) % (s->npids < 16 ? s->npids : 16)];
         pthread_mutex_unlock(&s->mu);
         if (pid > 0 && is_our_child(pid) && kill(pid, SIGKILL) == 0)
             atomic_fetch_add(&s->kills, 1);
-        nanosleep(&(struct timespec){ 0, (3 + rand_r(&seed) % 5) * 1000000L }, NULL);
     }
+    atomic_store(&s->stop, true);
     return NULL;
 }
 
@@ -495,20 +505,18 @@ START_TEST(calls_survive_a_storm_of_killed_workers)
     make_hold_pipes();
     struct storm s = { .p = start_worker_pool(3, NULL) };
     pthread_mutex_init(&s.mu, NULL);
+    pthread_cond_init(&s.cv, NULL);
     pthread_t callers[4], killer;
     for (int i = 0; i < 4; i++)
         ck_assert_int_eq(pthread_create(&callers[i], NULL, storm_caller, &s), 0);
     ck_assert_int_eq(pthread_create(&killer, NULL, storm_killer, &s), 0);
-    /* How long the storm lasts, not a synchronisation. */
-    nanosleep(&(struct timespec){ 1, 500000000L }, NULL);
-    atomic_store(&s.stop, true);
     pthread_join(killer, NULL);
     for (int i = 0; i < 4; i++)
         pthread_join(callers[i], NULL);
     ck_assert_int_eq(atomic_load(&s.wrong), 0);
     ck_assert_int_eq(atomic_load(&s.other), 0);
     ck_assert_int_gt(atomic_load(&s.ok), 0);
-    ck_assert_int_gt(atomic_load(&s.kills), 0);
+    ck_assert_int_eq(atomic_load(&s.kills), STORM_KILLS);
     llll_pool_stats st;
     llll_pool_get_stats(s.p, &st);
     ck_assert_uint_eq(st.crashes, (uint64_t)atomic_load(&s.reset));
