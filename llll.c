@@ -234,8 +234,9 @@ struct llll_proc {
     int in_fd;          /* write end of the child's stdin; -1 after close */
 
     pthread_mutex_t lock;  /* reaping and signalling happen under it */
-    pthread_cond_t cond;   /* reaped or ended changed */
+    pthread_cond_t cond;   /* reaped, ended or users changed */
     bool reaped, ended;
+    int users;             /* threads inside join/stop: free waits for them */
     int status;
 };
 
@@ -1191,6 +1192,13 @@ int llll_proc_kill(llll_proc *p, int sig)
     return rc;
 }
 
+/* Lock held: a thread leaves join/stop; the last one wakes a waiting free. */
+static void leave_locked(llll_proc *p)
+{
+    if (--p->users == 0)
+        pthread_cond_broadcast(&p->cond);
+}
+
 int llll_proc_join(llll_proc *p, int timeout_ms, int *status)
 {
     if (!p)
@@ -1198,9 +1206,11 @@ int llll_proc_join(llll_proc *p, int timeout_ms, int *status)
     if (tl_current == p)
         return -EDEADLK;
     pthread_mutex_lock(&p->lock);
+    p->users++;
     int rc = wait_flag(p, &p->ended, timeout_ms);
     if (rc == 0 && status)
         *status = p->status;
+    leave_locked(p);
     pthread_mutex_unlock(&p->lock);
     return rc;
 }
@@ -1211,11 +1221,18 @@ int llll_proc_stop(llll_proc *p, int grace_ms, int *status)
         return -EINVAL;
     if (tl_current == p)
         return -EDEADLK;
+    /* One stretch under the lock, counted in users, so that a free from
+     * another thread cannot destroy p between the kill and the join. */
     pthread_mutex_lock(&p->lock);
+    p->users++;
     if (signal_locked(p, SIGTERM) == 0 && wait_flag(p, &p->reaped, grace_ms) < 0)
         (void)signal_locked(p, SIGKILL);
+    int rc = wait_flag(p, &p->ended, -1);
+    if (rc == 0 && status)
+        *status = p->status;
+    leave_locked(p);
     pthread_mutex_unlock(&p->lock);
-    return llll_proc_join(p, -1, status);
+    return rc;
 }
 
 pid_t llll_proc_pid(const llll_proc *p)
@@ -1233,6 +1250,13 @@ void llll_proc_free(llll_proc *p)
     (void)signal_locked(p, SIGKILL);
     pthread_mutex_unlock(&p->lock);
     pthread_join(p->thread, NULL);
+    /* Threads woken in join/stop still have to retake p->lock and read the
+     * status: they must be out before p is destroyed. Ended is set, so none
+     * of them waits for long. */
+    pthread_mutex_lock(&p->lock);
+    while (p->users > 0)
+        pthread_cond_wait(&p->cond, &p->lock);
+    pthread_mutex_unlock(&p->lock);
     proc_destroy(p);
 }
 

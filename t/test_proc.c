@@ -726,6 +726,78 @@ START_TEST(many_threads_may_join_one_child)
 }
 END_TEST
 
+/* Waits until thread tid sleeps in the kernel (then it is blocked inside
+ * the call it made after publishing tid), or has ended. There is no event for
+ * "blocked in a condition wait", so this polls /proc; the case's timeout
+ * bounds it and no result depends on how long it takes. */
+static void wait_until_sleeping(pid_t tid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    for (;;) {
+        char buf[512] = "";
+        FILE *f = fopen(path, "r");
+        if (!f)
+            return;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        const char *rp = strrchr(buf, ')');
+        ck_assert_ptr_nonnull(rp);
+        if (rp[1] == ' ' && rp[2] == 'S')
+            return;
+        sched_yield();
+    }
+}
+
+typedef struct {
+    llll_proc *p;
+    atomic_int tid;
+    int rc, status;
+} free_joiner;
+
+static void *join_until_freed(void *arg)
+{
+    free_joiner *j = arg;
+    atomic_store(&j->tid, (int)gettid());
+    j->rc = llll_proc_join(j->p, -1, &j->status);
+    return NULL;
+}
+
+START_TEST(free_waits_for_threads_blocked_in_join_to_return)
+{
+    const char *argv[] = {"sleep", "30", NULL};
+    llll_proc *p;
+    ck_assert_int_eq(llll_proc_start(&p, argv, NULL), 0);
+    enum { N = 16 };
+    pthread_t t[N];
+    free_joiner j[N];
+    for (int i = 0; i < N; i++) {
+        j[i].p = p;
+        atomic_init(&j[i].tid, 0);
+        j[i].rc = 1;
+        j[i].status = -1;
+        ck_assert_int_eq(pthread_create(&t[i], NULL, join_until_freed, &j[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        while (atomic_load(&j[i].tid) == 0)
+            sched_yield();
+        wait_until_sleeping(atomic_load(&j[i].tid));
+    }
+    /* free kills the child; every join already inside returns its status
+     * before free touches the memory they wait on. */
+    llll_proc_free(p);
+    /* join wrote the status before it left; its return value is stored by
+     * the thread afterwards, so that is checked once the thread ended. */
+    for (int i = 0; i < N; i++)
+        ck_assert(WIFSIGNALED(j[i].status) && WTERMSIG(j[i].status) == SIGKILL);
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert_int_eq(j[i].rc, 0);
+    }
+}
+END_TEST
+
 /* ---------------------------------------------------------- fd hygiene */
 
 static atomic_bool spinning;
@@ -902,6 +974,7 @@ static Suite *proc_suite(void)
     tcase_add_test(tc, callbacks_never_overlap_and_all_lines_come_before_on_end);
     tcase_add_test(tc, join_and_stop_from_a_callback_return_edeadlk);
     tcase_add_test(tc, many_threads_may_join_one_child);
+    tcase_add_test(tc, free_waits_for_threads_blocked_in_join_to_return);
     tcase_add_test(tc, works_in_a_parent_started_with_fds_0_1_2_closed);
     tcase_add_test(tc, print_line_writes_whole_lines_adding_a_missing_newline);
     tcase_add_test(tc, verbose_prints_a_line_at_start_and_at_end_and_nothing_otherwise);
