@@ -243,6 +243,9 @@ struct llll_proc {
 struct llll_instance {
     llll_proc *proc;
     llll_sbc *ch;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;  /* users reached 0 */
+    int users;          /* threads inside instance send/recv */
 };
 
 /*
@@ -1291,6 +1294,8 @@ static int instance_new(llll_instance **out, const struct start *st)
         free(in);
         return rc;
     }
+    pthread_mutex_init(&in->mu, NULL);
+    pthread_cond_init(&in->cv, NULL);
     *out = in;
     return 0;
 }
@@ -1330,14 +1335,40 @@ int llll_instance_fork(llll_instance **out, llll_main_fn *fn, void *arg, const l
     return instance_new(out, &st);
 }
 
+/* Counts a thread in or out of the channel, so free can wait for it. */
+static void instance_enter(llll_instance *in)
+{
+    pthread_mutex_lock(&in->mu);
+    in->users++;
+    pthread_mutex_unlock(&in->mu);
+}
+
+static void instance_leave(llll_instance *in)
+{
+    pthread_mutex_lock(&in->mu);
+    if (--in->users == 0)
+        pthread_cond_broadcast(&in->cv);
+    pthread_mutex_unlock(&in->mu);
+}
+
 int llll_instance_send(llll_instance *in, const void *data, size_t len)
 {
-    return in ? llll_sbc_send(in->ch, data, len) : -EINVAL;
+    if (!in)
+        return -EINVAL;
+    instance_enter(in);
+    int rc = llll_sbc_send(in->ch, data, len);
+    instance_leave(in);
+    return rc;
 }
 
 int llll_instance_recv(llll_instance *in, llll_buf *frame, int timeout_ms)
 {
-    return in ? llll_sbc_recv(in->ch, frame, timeout_ms) : -EINVAL;
+    if (!in)
+        return -EINVAL;
+    instance_enter(in);
+    int rc = llll_sbc_recv(in->ch, frame, timeout_ms);
+    instance_leave(in);
+    return rc;
 }
 
 llll_sbc *llll_instance_channel(llll_instance *in)
@@ -1359,8 +1390,17 @@ void llll_instance_free(llll_instance *in)
 {
     if (!in)
         return;
-    /* EOF on its channel is the child's cue to exit; give it a moment. */
+    /* EOF on its channel is the child's cue to exit; give it a moment.
+     * Shutdown, not just close: it wakes our threads blocked in send/recv
+     * (a blocked read keeps the socket alive past a close, so the child
+     * would see no EOF), and they must leave before the channel and its fd
+     * number are let go. */
     llll_proc *p = in->proc;
+    (void)llll_sbc_shutdown(in->ch);
+    pthread_mutex_lock(&in->mu);
+    while (in->users > 0)
+        pthread_cond_wait(&in->cv, &in->mu);
+    pthread_mutex_unlock(&in->mu);
     pthread_mutex_lock(&reg_lock);
     llll_sbc_close(in->ch);
     p->chan_fd = -1;
@@ -1369,5 +1409,7 @@ void llll_instance_free(llll_instance *in)
     (void)wait_flag(p, &p->reaped, INSTANCE_GRACE_MS);
     pthread_mutex_unlock(&p->lock);
     llll_proc_free(p);
+    pthread_mutex_destroy(&in->mu);
+    pthread_cond_destroy(&in->cv);
     free(in);
 }

@@ -3,7 +3,10 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -365,6 +368,72 @@ START_TEST(free_lets_an_instance_exit_on_eof)
 }
 END_TEST
 
+/* Waits until thread tid sleeps in the kernel (then it is blocked inside
+ * the call it made after publishing tid), or has ended. There is no event
+ * for "blocked in read", so this polls /proc; the case's timeout bounds it
+ * and no result depends on how long it takes. */
+static void wait_until_sleeping(pid_t tid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    for (;;) {
+        char buf[512] = "";
+        FILE *f = fopen(path, "r");
+        if (!f)
+            return;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        const char *rp = strrchr(buf, ')');
+        ck_assert_ptr_nonnull(rp);
+        if (rp[1] == ' ' && rp[2] == 'S')
+            return;
+        sched_yield();
+    }
+}
+
+typedef struct {
+    llll_instance *in;
+    atomic_int tid;
+    int rc;
+} blocked_recv;
+
+static void *recv_until_freed(void *arg)
+{
+    blocked_recv *b = arg;
+    llll_buf f = LLLL_BUF_INIT;
+    atomic_store(&b->tid, (int)gettid());
+    b->rc = llll_instance_recv(b->in, &f, -1);
+    llll_buf_free(&f);
+    return NULL;
+}
+
+START_TEST(free_wakes_a_thread_blocked_in_recv_and_the_child_exits_on_eof)
+{
+    int status = -1;
+    llll_instance_opts o = {.proc = {.on_end = keep_status, .userdata = &status}};
+    llll_instance *in;
+    ck_assert_int_eq(llll_instance_fork(&in, echo_bang, NULL, &o), 0);
+    say(in, "x");
+    expect(in, "x!");
+    blocked_recv b = {.in = in, .rc = 1};
+    atomic_init(&b.tid, 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, recv_until_freed, &b), 0);
+    while (atomic_load(&b.tid) == 0)
+        sched_yield();
+    wait_until_sleeping(atomic_load(&b.tid));
+    /* A blocked read keeps the socket alive past a close: only a shutdown
+     * lets the child see EOF (instead of being killed after the grace), and
+     * the receiver must be out before the channel is freed. */
+    llll_instance_free(in);
+    ck_assert(WIFEXITED(status));
+    ck_assert_int_eq(WEXITSTATUS(status), 0);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(b.rc, LLLL_EOF);
+}
+END_TEST
+
 START_TEST(a_forked_instance_does_not_hold_other_instances_channels)
 {
     /* b is forked after a: if b kept our end of a's channel, a would never
@@ -457,6 +526,7 @@ static Suite *instance_suite(void)
     tcase_add_test(tc, sbc_child_fails_in_a_process_not_started_as_an_instance);
     tcase_add_test(tc, free_kills_an_instance_that_ignores_eof_and_leaves_nothing);
     tcase_add_test(tc, free_lets_an_instance_exit_on_eof);
+    tcase_add_test(tc, free_wakes_a_thread_blocked_in_recv_and_the_child_exits_on_eof);
     tcase_add_test(tc, a_forked_instance_does_not_hold_other_instances_channels);
     tcase_add_test(tc, a_forked_instance_does_not_hold_a_procs_stdin_open);
     tcase_add_test(tc, a_forked_instance_keeps_the_programs_own_fds);
