@@ -283,8 +283,9 @@ static int acquire(llll_pool *p, int *slot)
     }
 }
 
-/* One request and its reply on ch. *sent tells whether the request left
- * whole (else the worker cannot have run fn on it). */
+/* One request and its reply on ch. *sent tells whether the worker may have
+ * run fn on the request (false: it never got it whole, so it may go to
+ * another worker). */
 static int exchange(llll_pool *p, llll_sbc *ch, const void *arg, size_t len, llll_buf *result, bool *sent)
 {
     *sent = false;
@@ -293,6 +294,13 @@ static int exchange(llll_pool *p, llll_sbc *ch, const void *arg, size_t len, lll
         return rc;
     *sent = true;
     rc = llll_sbc_recv(ch, result, p->call_timeout_ms);
+    if (rc == -ECONNRESET) {
+        /* A unix stream socket reads ECONNRESET only when the peer closed
+         * with data unread: the worker died before it read this request
+         * whole, so fn never ran on it (one that died in fn, having read
+         * it, gives LLLL_EOF here). */
+        *sent = false;
+    }
     if (rc)
         return rc;
     if (result->len == 0)

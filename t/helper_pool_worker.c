@@ -8,12 +8,15 @@
  *   "hang"       -> never answers
  *   "hold A H"   -> writes its pid (an int) to fd A, waits for a byte on fd H,
  *                   then answers its pid
+ *   "ok, then die unread" -> answers "ok" by hand on the channel (fd 3), then
+ *                   exits as soon as the next request arrives, unread
  * Modes: "--bad-hello" speaks another protocol version instead of serving;
  * "--report FILE" appends llll_serve's return value to FILE when it returns. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +75,15 @@ static int op(void *ctx, const void *arg, size_t len, llll_buf *res)
     }
     if (strcmp(cmd, "crash") == 0)
         raise(SIGKILL);
+    if (strcmp(cmd, "ok, then die unread") == 0) {
+        static const unsigned char reply[] = { 0, 0, 0, 3, 0, 'o', 'k' };
+        if (write(3, reply, sizeof reply) != (ssize_t)sizeof reply)
+            _exit(2);
+        struct pollfd pf = { .fd = 3, .events = POLLIN };
+        while (poll(&pf, 1, -1) < 0 && errno == EINTR) {
+        }
+        _exit(0);
+    }
     if (strcmp(cmd, "hang") == 0)
         for (;;)
             pause();

@@ -326,6 +326,51 @@ START_TEST(a_worker_that_crashes_gives_econnreset_and_is_replaced)
 }
 END_TEST
 
+START_TEST(a_request_a_dead_worker_never_read_goes_to_its_replacement)
+{
+    llll_pool *p = start_worker_pool(1, NULL);
+    llll_buf res = LLLL_BUF_INIT;
+    char out[64];
+    /* The worker answers, then dies the moment the next request reaches
+     * its socket, without reading it: fn never ran on that request. */
+    ck_assert_int_eq(call_str(p, "ok, then die unread", &res, out, sizeof out), 0);
+    ck_assert_str_eq(out, "ok");
+    ck_assert_int_eq(call_str(p, "sq 9", &res, out, sizeof out), 0);
+    ck_assert_str_eq(out, "81");
+    llll_pool_stats st;
+    llll_pool_get_stats(p, &st);
+    ck_assert_uint_eq(st.crashes, 0);
+    ck_assert_uint_eq(st.respawns, 1);
+    ck_assert_uint_eq(st.calls, 2);
+    llll_buf_free(&res);
+    llll_pool_free(p);
+    assert_no_child();
+}
+END_TEST
+
+START_TEST(a_worker_that_died_while_idle_does_not_fail_the_next_call)
+{
+    llll_pool *p = start_worker_pool(1, NULL);
+    long pid = call_num(p, "pid");
+    ck_assert_int_eq(kill((pid_t)pid, SIGKILL), 0);
+    /* Wait until it is dead (its socket closed) without reaping it: the
+     * library's own thread may have reaped it already (ECHILD). */
+    siginfo_t si;
+    int r;
+    while ((r = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT)) < 0 && errno == EINTR) {
+    }
+    ck_assert(r == 0 || errno == ECHILD);
+    ck_assert_int_eq(call_num(p, "sq 5"), 25);
+    ck_assert_int_ne(call_num(p, "pid"), pid);
+    llll_pool_stats st;
+    llll_pool_get_stats(p, &st);
+    ck_assert_uint_eq(st.crashes, 0);
+    ck_assert_uint_eq(st.respawns, 1);
+    llll_pool_free(p);
+    assert_no_child();
+}
+END_TEST
+
 START_TEST(a_hung_worker_times_out_and_is_replaced)
 {
     make_hold_pipes();
@@ -698,6 +743,8 @@ static Suite *pool_suite(void)
     tc = tcase_create("dying workers");
     tcase_add_test(tc, a_worker_that_crashes_gives_econnreset_and_is_replaced);
     tcase_add_test(tc, a_hung_worker_times_out_and_is_replaced);
+    tcase_add_test(tc, a_request_a_dead_worker_never_read_goes_to_its_replacement);
+    tcase_add_test(tc, a_worker_that_died_while_idle_does_not_fail_the_next_call);
     tcase_add_test(tc, without_respawn_dead_workers_stay_dead_then_calls_get_echild);
     tcase_add_test(tc, a_worker_that_cannot_be_replaced_fails_calls_until_it_can);
     tcase_add_test(tc, calls_survive_a_storm_of_killed_workers);
