@@ -419,9 +419,8 @@ static int save_partial(llll_sbc *ch, const llll_buf *frame)
     return 0;
 }
 
-static int recv_locked(llll_sbc *ch, llll_buf *frame, int timeout_ms)
+static int recv_locked(llll_sbc *ch, llll_buf *frame, int64_t deadline)
 {
-    int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
     ssize_t r;
 
     if (ch->lost)
@@ -500,10 +499,13 @@ int llll_sbc_recv(llll_sbc *ch, llll_buf *frame, int timeout_ms)
 {
     if (!ch || !frame)
         return -EINVAL;
+    /* One deadline for the whole call: time spent waiting for another
+     * receiver counts against timeout_ms too. */
+    int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
     int rc = lock_recv(ch, timeout_ms);
     if (rc < 0)
         return rc;
-    rc = recv_locked(ch, frame, timeout_ms);
+    rc = recv_locked(ch, frame, deadline);
     pthread_mutex_unlock(&ch->rmu);
     return rc;
 }
