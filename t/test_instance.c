@@ -270,6 +270,72 @@ START_TEST(fork_instance_stdin_is_empty_and_stdout_reaches_the_callback)
 }
 END_TEST
 
+/* An atexit handler that reports (on a pipe) when it runs in another
+ * process than the one that registered it. */
+static pid_t atexit_owner;
+static int atexit_fd = -1;
+
+static void report_foreign_atexit(void)
+{
+    if (getpid() != atexit_owner && atexit_fd >= 0)
+        (void)!write(atexit_fd, "A", 1);
+}
+
+static int print_child(llll_sbc *ch, void *arg)
+{
+    (void)ch;
+    (void)arg;
+    printf("child|");   /* no newline: still buffered when fn returns */
+    return 4;
+}
+
+START_TEST(a_forked_instance_ends_with_exit_status_of_fn_without_atexit_or_a_second_flush)
+{
+    int ap[2];
+    ck_assert_int_eq(pipe2(ap, O_CLOEXEC | O_NONBLOCK), 0);
+    atexit_owner = getpid();
+    atexit_fd = ap[1];
+    ck_assert_int_eq(atexit(report_foreign_atexit), 0);
+
+    char path[] = "/tmp/llll-inst-out-XXXXXX";
+    int file = mkstemp(path);
+    ck_assert_int_ge(file, 0);
+    unlink(path);
+    fflush(stdout);
+    int saved = dup(1);
+    ck_assert_int_ge(saved, 0);
+    ck_assert_int_eq(dup2(file, 1), 1);
+
+    printf("parent|");  /* buffered in this process at the fork */
+    llll_instance *in;
+    int rc = llll_instance_fork(&in, print_child, NULL, NULL);
+    int st = -1, jrc = -1;
+    if (rc == 0)
+        jrc = llll_instance_join(in, -1, &st);
+    printf("end\n");
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_int_eq(jrc, 0);
+    ck_assert(WIFEXITED(st));
+    ck_assert_int_eq(WEXITSTATUS(st), 4);
+    llll_instance_free(in);
+
+    char got[64] = {0};
+    ck_assert_int_gt(pread(file, got, sizeof got - 1, 0), 0);
+    close(file);
+    ck_assert_str_eq(got, "parent|child|end\n");
+    char c;
+    errno = 0;
+    ck_assert_int_eq(read(ap[0], &c, 1), -1);   /* the child ran no atexit handler */
+    ck_assert_int_eq(errno, EAGAIN);
+    atexit_fd = -1;
+    close(ap[0]);
+    close(ap[1]);
+}
+END_TEST
+
 START_TEST(sigint_is_ignored_by_instances_by_default)
 {
     llll_instance *in;
@@ -521,6 +587,7 @@ static Suite *instance_suite(void)
     tcase_add_test(tc, start_returns_at_once_with_code_larger_than_a_pipe_the_child_never_reads);
     tcase_add_test(tc, fork_instance_round_trip_and_exit_status);
     tcase_add_test(tc, fork_instance_stdin_is_empty_and_stdout_reaches_the_callback);
+    tcase_add_test(tc, a_forked_instance_ends_with_exit_status_of_fn_without_atexit_or_a_second_flush);
     tcase_add_test(tc, sigint_is_ignored_by_instances_by_default);
     tcase_add_test(tc, keep_sigint_leaves_sigint_deadly);
     tcase_add_test(tc, sbc_child_fails_in_a_process_not_started_as_an_instance);
