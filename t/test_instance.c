@@ -398,6 +398,26 @@ START_TEST(sbc_child_fails_in_a_process_not_started_as_an_instance)
 }
 END_TEST
 
+START_TEST(failed_starts_and_forks_leave_no_child_and_no_fd)
+{
+    int fds = count_fds();
+    llll_instance *in = (llll_instance *)&in;
+    const char *missing[] = {"/nonexistent/llll-instance", NULL};
+    ck_assert_int_eq(llll_instance_start(&in, missing, NULL), -ENOENT);
+    ck_assert_ptr_null(in);
+    llll_instance_opts code = {.code = "exit 0\n", .proc = {.collect_output = true}};
+    ck_assert_int_eq(llll_instance_start(&in, missing, &code), -ENOENT);
+    llll_instance_opts nodir = {.proc = {.cwd = "/nonexistent/llll-dir"}};
+    in = (llll_instance *)&in;
+    ck_assert_int_eq(llll_instance_fork(&in, echo_bang, NULL, &nodir), -ENOENT);
+    ck_assert_ptr_null(in);
+    const char *sh[] = {"sh", NULL};
+    ck_assert_int_eq(llll_instance_start(&in, sh, &nodir), -ENOENT);
+    assert_no_child_left();
+    ck_assert_int_eq(count_fds(), fds);
+}
+END_TEST
+
 START_TEST(free_kills_an_instance_that_ignores_eof_and_leaves_nothing)
 {
     int fds = count_fds();
@@ -591,6 +611,7 @@ static Suite *instance_suite(void)
     tcase_add_test(tc, sigint_is_ignored_by_instances_by_default);
     tcase_add_test(tc, keep_sigint_leaves_sigint_deadly);
     tcase_add_test(tc, sbc_child_fails_in_a_process_not_started_as_an_instance);
+    tcase_add_test(tc, failed_starts_and_forks_leave_no_child_and_no_fd);
     tcase_add_test(tc, free_kills_an_instance_that_ignores_eof_and_leaves_nothing);
     tcase_add_test(tc, free_lets_an_instance_exit_on_eof);
     tcase_add_test(tc, free_wakes_a_thread_blocked_in_recv_and_the_child_exits_on_eof);

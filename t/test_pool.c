@@ -592,41 +592,54 @@ END_TEST
 
 START_TEST(start_fails_on_a_program_that_exits_without_hello)
 {
+    int fds = count_fds();
     llll_pool *p = (llll_pool *)&p;
     const char *argv[] = { "true", NULL };
     ck_assert_int_eq(llll_pool_start(&p, argv, 3, NULL), -ECONNRESET);
     ck_assert_ptr_null(p);
     assert_no_child();
+    ck_assert_int_eq(count_fds(), fds);
 }
 END_TEST
 
 START_TEST(start_times_out_on_a_program_that_never_says_hello)
 {
+    int fds = count_fds();
     llll_pool *p;
     const char *argv[] = { "sleep", "30", NULL };
     ck_assert_int_eq(llll_pool_start(&p, argv, 2, &(llll_pool_opts){ .start_timeout_ms = 300 }), -ETIMEDOUT);
     ck_assert_ptr_null(p);
     assert_no_child();
+    ck_assert_int_eq(count_fds(), fds);
 }
 END_TEST
 
 START_TEST(start_rejects_a_worker_of_another_protocol_version)
 {
+    int fds = count_fds();
     llll_pool *p;
     const char *argv[] = { t_helper("pool_worker"), "--bad-hello", NULL };
     ck_assert_int_eq(llll_pool_start(&p, argv, 2, NULL), -EPROTO);
     ck_assert_ptr_null(p);
     assert_no_child();
+    ck_assert_int_eq(count_fds(), fds);
 }
 END_TEST
 
 START_TEST(start_reports_enoent_for_a_missing_program)
 {
+    int fds = count_fds();
     llll_pool *p;
     const char *argv[] = { "/nonexistent/llll-worker", NULL };
     ck_assert_int_eq(llll_pool_start(&p, argv, 2, NULL), -ENOENT);
     ck_assert_ptr_null(p);
+    /* A fork pool whose workers cannot chdir. */
+    llll_pool_opts o = { .instance.proc.cwd = "/nonexistent/llll-dir" };
+    p = (llll_pool *)&p;
+    ck_assert_int_eq(llll_pool_fork(&p, picky_fn, NULL, 2, &o), -ENOENT);
+    ck_assert_ptr_null(p);
     assert_no_child();
+    ck_assert_int_eq(count_fds(), fds);
 }
 END_TEST
 

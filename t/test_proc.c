@@ -317,6 +317,7 @@ END_TEST
 
 START_TEST(start_reports_enoent_for_a_missing_program_and_leaves_no_child)
 {
+    int fds = count_dir("/proc/self/fd");
     llll_proc *p = (llll_proc *)&p;
     const char *argv[] = {"llll-no-such-program-4711", NULL};
     ck_assert_int_eq(llll_proc_start(&p, argv, NULL), -ENOENT);
@@ -325,6 +326,7 @@ START_TEST(start_reports_enoent_for_a_missing_program_and_leaves_no_child)
     const char *abs[] = {"/nonexistent/llll-prog", NULL};
     ck_assert_int_eq(llll_proc_start(&p, abs, NULL), -ENOENT);
     assert_no_child_left();
+    ck_assert_int_eq(count_dir("/proc/self/fd"), fds);
 }
 END_TEST
 
@@ -344,11 +346,13 @@ END_TEST
 
 START_TEST(start_reports_the_error_of_a_missing_cwd)
 {
+    int fds = count_dir("/proc/self/fd");
     llll_proc *p;
     const char *argv[] = {"true", NULL};
     llll_proc_opts o = {.cwd = "/nonexistent/llll-dir"};
     ck_assert_int_eq(llll_proc_start(&p, argv, &o), -ENOENT);
     assert_no_child_left();
+    ck_assert_int_eq(count_dir("/proc/self/fd"), fds);
 }
 END_TEST
 
