@@ -330,8 +330,13 @@ int llll_pool_call(llll_pool *p, const void *arg, size_t len, llll_buf *result)
     int rc, i;
     for (int attempt = 1;; attempt++) {
         rc = acquire(p, &i);
-        if (rc)
+        if (rc) {
+            /* A replacement cut short by free fails with the error it met
+             * (EOF on the shut channel...): the caller is owed -ECANCELED. */
+            if (p->closing)
+                rc = -ECANCELED;
             break;
+        }
         llll_sbc *ch = p->slots[i].ch;
         unlock(p);
         bool sent;

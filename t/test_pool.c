@@ -732,6 +732,58 @@ START_TEST(free_releases_threads_blocked_in_calls)
 }
 END_TEST
 
+static void *call_sq2(void *a)
+{
+    struct hold_arg *h = a;
+    llll_buf res = LLLL_BUF_INIT;
+    char out[64];
+    h->rc = call_str(h->p, "sq 2", &res, out, sizeof out);
+    llll_buf_free(&res);
+    return NULL;
+}
+
+START_TEST(free_cancels_a_call_waiting_for_a_replacement_to_say_hello)
+{
+    char dir[] = "/tmp/llll-pool-XXXXXX", prog[64], away[64];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(prog, sizeof prog, "%s/worker", dir);
+    snprintf(away, sizeof away, "%s/away", dir);
+    copy_worker(prog);
+    const char *argv[] = { prog, NULL };
+    llll_pool *p;
+    ck_assert_int_eq(llll_pool_start(&p, argv, 1, NULL), 0);
+    ck_assert_int_eq(rename(prog, away), 0);
+    llll_buf res = LLLL_BUF_INIT;
+    char out[64];
+    ck_assert_int_eq(call_str(p, "crash", &res, out, sizeof out), -ECONNRESET);
+    ck_assert_int_eq(llll_pool_size(p), 0);   /* the slot is dead */
+    /* The next call starts a replacement that tells us it runs, then never
+     * says hello. */
+    int started[2];
+    ck_assert_int_eq(pipe(started), 0);       /* inherited by the script */
+    FILE *f = fopen(prog, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "#!/bin/sh\nprintf x >&%d\nexec sleep 30\n", started[1]);
+    ck_assert_int_eq(fclose(f), 0);
+    ck_assert_int_eq(chmod(prog, 0755), 0);
+    struct hold_arg h = { .p = p, .rc = 1 };
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, call_sq2, &h), 0);
+    char c;
+    ck_assert_int_eq(read(started[0], &c, 1), 1);
+    llll_pool_free(p);
+    pthread_join(t, NULL);
+    ck_assert_msg(h.rc == -ECANCELED, "%s", llll_strerror(h.rc));
+    llll_buf_free(&res);
+    close(started[0]);
+    close(started[1]);
+    unlink(prog);
+    unlink(away);
+    rmdir(dir);
+    assert_no_child();
+}
+END_TEST
+
 START_TEST(a_pool_leaves_no_fd_open_after_crashes_timeouts_and_free)
 {
     int before = count_fds();
@@ -786,6 +838,7 @@ static Suite *pool_suite(void)
     tcase_add_test(tc, serve_returns_enoent_outside_a_worker);
     tcase_add_test(tc, serve_returns_zero_in_each_worker_when_the_pool_is_freed);
     tcase_add_test(tc, free_releases_threads_blocked_in_calls);
+    tcase_add_test(tc, free_cancels_a_call_waiting_for_a_replacement_to_say_hello);
     tcase_add_test(tc, a_pool_leaves_no_fd_open_after_crashes_timeouts_and_free);
     tcase_add_test(tc, free_accepts_null);
     suite_add_tcase(s, tc);
