@@ -763,7 +763,7 @@ START_TEST(free_cancels_a_call_waiting_for_a_replacement_to_say_hello)
     ck_assert_int_eq(pipe(started), 0);       /* inherited by the script */
     FILE *f = fopen(prog, "w");
     ck_assert_ptr_nonnull(f);
-    fprintf(f, "#!/bin/sh\nprintf x >&%d\nexec sleep 30\n", started[1]);
+    fprintf(f, "#!/bin/sh\nprintf x >/dev/fd/%d\nexec sleep 30\n", started[1]);
     ck_assert_int_eq(fclose(f), 0);
     ck_assert_int_eq(chmod(prog, 0755), 0);
     struct hold_arg h = { .p = p, .rc = 1 };
