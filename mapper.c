@@ -21,22 +21,6 @@
 #define GUIDED_K 2
 #define MAX_THREADS 4096
 
-/* Once every item of its map is claimed, the caller waits for the chunks
- * still running, which guided scheduling keeps short. It first polls for up
- * to about 50 us (2500 pauses of ~20 ns) before it sleeps: a caller that
- * sleeps there must be woken and rescheduled, which on a loaded 2-vCPU VM
- * cost milliseconds; with the poll, bench/mapper's llll/OpenMP ratio went
- * from ~1.1 to ~0.85. Worker threads do not spin: polling before they sleep
- * made no measurable difference. */
-#define FINISH_SPIN 2500
-#if defined(__x86_64__) || defined(__i386__)
-#define cpu_relax() __builtin_ia32_pause()
-#elif defined(__aarch64__)
-#define cpu_relax() __asm__ __volatile__("yield")
-#else
-#define cpu_relax() ((void)0)
-#endif
-
 static int online_cpus(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -69,8 +53,7 @@ struct job {
     void *ctx;
     struct job *prev, *nextjob; /* in m->jobs while linked */
     bool linked;
-    atomic_int users;           /* threads working on it, the caller included;
-                                   changed under m->mu, polled by the caller */
+    int users;                  /* threads working on it, the caller included */
     bool waiting;               /* the caller sleeps on cv until users == 0 */
     size_t err_i;               /* lowest failing index so far (SIZE_MAX: none) */
     int err;
@@ -150,7 +133,7 @@ static void detach(llll_mapper *m, struct job *j, size_t err_i, int err)
     }
     /* The caller may return (and its stack frame go) as soon as m->mu is
      * released: j must not be touched after this. */
-    if (atomic_fetch_sub_explicit(&j->users, 1, memory_order_relaxed) == 1 && j->waiting)
+    if (--j->users == 0 && j->waiting)
         pthread_cond_signal(&j->cv);
 }
 
@@ -166,7 +149,7 @@ static void *worker(void *arg)
             m->idle--;
             continue;
         }
-        atomic_fetch_add_explicit(&j->users, 1, memory_order_relaxed);
+        j->users++;
         pthread_mutex_unlock(&m->mu);
         size_t err_i = SIZE_MAX;
         int err = 0;
@@ -235,7 +218,7 @@ int llll_mapper_map(llll_mapper *m, size_t n, llll_map_fn *fn, void *ctx)
     j.div = (size_t)GUIDED_K * (size_t)m->nthread;
     j.fn = fn;
     j.ctx = ctx;
-    atomic_init(&j.users, 1);
+    j.users = 1;
     j.waiting = false;
     j.err_i = SIZE_MAX;
     j.err = 0;
@@ -270,17 +253,9 @@ int llll_mapper_map(llll_mapper *m, size_t n, llll_map_fn *fn, void *ctx)
     if (posted) {
         pthread_mutex_lock(&m->mu);
         detach(m, &j, err_i, err);
-        /* Every item is claimed: wait only for chunks still running. The
-         * poll is unlocked; the lock taken after it orders the workers'
-         * detach (their results, their error) before our return. */
-        if (atomic_load_explicit(&j.users, memory_order_relaxed) > 0) {
-            pthread_mutex_unlock(&m->mu);
-            for (int k = 0; k < FINISH_SPIN && atomic_load_explicit(&j.users, memory_order_relaxed) > 0; k++)
-                cpu_relax();
-            pthread_mutex_lock(&m->mu);
-        }
+        /* Every item is claimed: wait only for chunks still running. */
         j.waiting = true;
-        while (atomic_load_explicit(&j.users, memory_order_relaxed) > 0)
+        while (j.users > 0)
             pthread_cond_wait(&j.cv, &m->mu);
         err = j.err;
         pthread_mutex_unlock(&m->mu);
