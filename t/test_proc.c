@@ -843,9 +843,11 @@ END_TEST
 static int count_threads_settled(int want)
 {
     /* A joined thread's task can stay listed for a moment after
-     * pthread_join returned (the kernel wakes the joiner first). */
+     * pthread_join returned (the kernel wakes the joiner first). The bound
+     * is generous: with the CPUs busy the exiting task may wait long for
+     * its turn, and a real leak never settles anyway. */
     int n = count_dir("/proc/self/task");
-    for (int i = 0; i < 1000 && n > want; i++) {
+    for (int i = 0; i < 100000 && n > want; i++) {
         sched_yield();
         n = count_dir("/proc/self/task");
     }
