@@ -234,7 +234,9 @@ int llll_proc_join(llll_proc *p, int timeout_ms, int *status);
 pid_t llll_proc_pid(const llll_proc *p);
 
 /* Kills a child still running (SIGKILL, to its group with new_group), joins
- * it, frees everything. Accepts NULL. Not from the child's own callbacks. */
+ * it, frees everything. Accepts NULL. Not from the child's own callbacks.
+ * Threads already blocked in llll_proc_join/stop return (with the status)
+ * before it frees; no llll_proc_write may be in progress. */
 void llll_proc_free(llll_proc *p);
 
 /* A ready on_stdout/on_stderr: writes the line to this process's stdout,
@@ -293,8 +295,10 @@ llll_sbc *llll_instance_channel(llll_instance *in);
 int llll_instance_kill(llll_instance *in, int sig);
 int llll_instance_join(llll_instance *in, int timeout_ms, int *status);
 
-/* Closes the channel, gives the child a short grace (200 ms) to exit on its
- * own, kills it if it does not, reaps it, frees everything. Accepts NULL. */
+/* Shuts the channel down (threads blocked in llll_instance_send/recv return
+ * -EPIPE or LLLL_EOF, and free waits until they did) and closes it, gives
+ * the child a short grace (200 ms) to exit on its own, kills it if it does
+ * not, reaps it, frees everything. Accepts NULL. */
 void llll_instance_free(llll_instance *in);
 
 /* ------------------------------------------------------------ pools (pool.c) */
