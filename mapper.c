@@ -92,8 +92,18 @@ static bool claim(struct job *j, size_t *lo, size_t *hi)
     }
 }
 
+/* The per-item loop below costs ~1.4 ns an item; where the linker happens to
+ * place it moved bench/mapper's llll/OpenMP ratio between ~0.75 and ~1.15
+ * for the same source. Aligning the function fixes the loop's alignment
+ * whatever is linked before it. */
+#if defined(__GNUC__)
+#define HOT_ALIGN __attribute__((aligned(64)))
+#else
+#define HOT_ALIGN
+#endif
+
 /* Runs chunks of j until none is left; records the lowest failure in err_i, err. */
-static void work_on(struct job *j, size_t *err_i, int *err)
+HOT_ALIGN static void work_on(struct job *j, size_t *err_i, int *err)
 {
     llll_map_fn *fn = j->fn;
     void *ctx = j->ctx;
