@@ -30,6 +30,7 @@
 #define HELLO "llll-pool/1"
 #define HELLO_LEN (sizeof HELLO - 1)
 #define START_TIMEOUT_MS 10000
+#define FREE_GRACE_MS 200      /* for workers to exit on EOF, all together */
 #define SEND_ATTEMPTS 3        /* a worker found dead before it read the request */
 #define FRAME_LIMIT ((size_t)UINT32_MAX - 1) /* the 4-byte header's range, minus the status byte */
 
@@ -426,12 +427,26 @@ static void destroy(llll_pool *p)
 }
 
 /* Shuts every channel down first, so all workers see EOF at once (also those
- * whose channel a forked sibling holds a copy of), then reaps them one by one. */
+ * whose channel a forked sibling holds a copy of), gives them one grace
+ * together, kills those still running, then reaps them one by one (each
+ * llll_instance_free's own grace would add up: n of them in a row). */
 static void reap_all(llll_pool *p)
 {
     for (int i = 0; i < p->n; i++)
         if (p->slots[i].ch)
             llll_sbc_shutdown(p->slots[i].ch);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < p->n; i++) {
+        if (!p->slots[i].in)
+            continue;
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long spent = (t.tv_sec - t0.tv_sec) * 1000L + (t.tv_nsec - t0.tv_nsec) / 1000000L;
+        int left = spent >= FREE_GRACE_MS ? 0 : FREE_GRACE_MS - (int)spent;
+        if (llll_instance_join(p->slots[i].in, left, NULL) < 0)
+            llll_instance_kill(p->slots[i].in, SIGKILL);
+    }
     for (int i = 0; i < p->n; i++) {
         llll_instance_free(p->slots[i].in);
         p->slots[i].in = NULL;

@@ -11,7 +11,9 @@
  *   "ok, then die unread" -> answers "ok" by hand on the channel (fd 3), then
  *                   exits as soon as the next request arrives, unread
  * Modes: "--bad-hello" speaks another protocol version instead of serving;
- * "--report FILE" appends llll_serve's return value to FILE when it returns. */
+ * "--report FILE" appends llll_serve's return value to FILE when it returns;
+ * "--linger" ignores the end of the pool: once llll_serve returned it waits
+ * for a signal forever. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -109,6 +111,9 @@ int main(int argc, char **argv)
         return 0;
     }
     int rc = llll_serve(op, NULL);
+    if (argc > 1 && strcmp(argv[1], "--linger") == 0)
+        for (;;)
+            pause();
     if (argc > 2 && strcmp(argv[1], "--report") == 0) {
         FILE *f = fopen(argv[2], "a");
         if (f) {

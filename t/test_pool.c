@@ -800,6 +800,20 @@ START_TEST(a_pool_leaves_no_fd_open_after_crashes_timeouts_and_free)
 }
 END_TEST
 
+/* Each worker ignores EOF; the case's timeout is far below their number
+ * times one grace: free must give them their grace together. */
+#define LINGERERS 24
+START_TEST(free_gives_workers_that_ignore_eof_one_grace_together)
+{
+    const char *argv[] = { t_helper("pool_worker"), "--linger", NULL };
+    llll_pool *p;
+    ck_assert_int_eq(llll_pool_start(&p, argv, LINGERERS, NULL), 0);
+    ck_assert_int_eq(call_num(p, "sq 8"), 64);
+    llll_pool_free(p);
+    assert_no_child();
+}
+END_TEST
+
 START_TEST(free_accepts_null)
 {
     llll_pool_free(NULL);
@@ -841,6 +855,12 @@ static Suite *pool_suite(void)
     tcase_add_test(tc, free_cancels_a_call_waiting_for_a_replacement_to_say_hello);
     tcase_add_test(tc, a_pool_leaves_no_fd_open_after_crashes_timeouts_and_free);
     tcase_add_test(tc, free_accepts_null);
+    suite_add_tcase(s, tc);
+
+    /* 24 graces of 200 ms one after another would take 4.8 s. */
+    tc = tcase_create("free is prompt");
+    tcase_set_timeout(tc, 3);
+    tcase_add_test(tc, free_gives_workers_that_ignore_eof_one_grace_together);
     suite_add_tcase(s, tc);
     return s;
 }
