@@ -230,8 +230,11 @@ struct llll_proc {
     bool registered;
     llll_proc *reg_prev, *reg_next;
 
-    pthread_mutex_t wlock; /* in_fd */
-    int in_fd;          /* write end of the child's stdin; -1 after close */
+    pthread_mutex_t wlock; /* one llll_proc_write at a time */
+    int in_fd;          /* write end of the child's stdin; -1 after close
+                           (changed under lock, and never while writing) */
+    bool writing;       /* a write on in_fd is in progress (under lock) */
+    bool close_in;      /* close_stdin came meanwhile: the writer closes */
 
     pthread_mutex_t lock;  /* reaping and signalling happen under it */
     pthread_cond_t cond;   /* reaped, ended or users changed */
@@ -1163,25 +1166,39 @@ int llll_proc_write(llll_proc *p, const void *data, size_t len)
     if (!p || (!data && len))
         return -EINVAL;
     pthread_mutex_lock(&p->wlock);
+    pthread_mutex_lock(&p->lock);
+    int fd = p->close_in ? -1 : p->in_fd;
+    p->writing = fd >= 0;
+    pthread_mutex_unlock(&p->lock);
     int rc = -EBADF;
-    if (p->in_fd >= 0) {
+    if (fd >= 0) {
         struct iovec iov = {(void *)data, len};
         struct sigpipe_guard g;
         sigpipe_block(&g);
-        rc = writev_all(p->in_fd, &iov, 1);
+        rc = writev_all(fd, &iov, 1);
         sigpipe_unblock(&g, rc == -EPIPE);
+        pthread_mutex_lock(&p->lock);
+        p->writing = false;
+        if (p->close_in)
+            close_reg(&p->in_fd);
+        pthread_mutex_unlock(&p->lock);
     }
     pthread_mutex_unlock(&p->wlock);
     return rc;
 }
 
+/* Never waits for a write in progress (a callback calling this while another
+ * thread's write waits for the child, which waits for the callback to return,
+ * would deadlock): that write closes stdin when it is done. */
 int llll_proc_close_stdin(llll_proc *p)
 {
     if (!p)
         return -EINVAL;
-    pthread_mutex_lock(&p->wlock);
-    close_reg(&p->in_fd);
-    pthread_mutex_unlock(&p->wlock);
+    pthread_mutex_lock(&p->lock);
+    p->close_in = true;
+    if (!p->writing)
+        close_reg(&p->in_fd);
+    pthread_mutex_unlock(&p->lock);
     return 0;
 }
 

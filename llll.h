@@ -211,8 +211,9 @@ int llll_proc_start(llll_proc **out, const char *const argv[], const llll_proc_o
  * llll_proc_close_stdin. Thread-safe. */
 int llll_proc_write(llll_proc *p, const void *data, size_t len);
 
-/* Closes the child's stdin, so it reads EOF. Idempotent. Waits for a
- * llll_proc_write in progress on another thread to finish. */
+/* Closes the child's stdin, so it reads EOF. Idempotent. Never waits: a
+ * llll_proc_write in progress on another thread finishes (all of its bytes
+ * are written) and then closes stdin; later writes return -EBADF. */
 int llll_proc_close_stdin(llll_proc *p);
 
 /* Sends sig (0 means SIGKILL) to the child, or to its process group when

@@ -390,6 +390,50 @@ START_TEST(written_stdin_comes_back_through_cat)
 }
 END_TEST
 
+typedef struct {
+    _Atomic(llll_proc *) p;
+    size_t bytes;
+    int close_rc;
+} closer;
+
+static void on_line_closes_stdin(void *u, const char *line, size_t len)
+{
+    (void)line;
+    closer *c = u;
+    if (c->bytes == 0)
+        c->close_rc = llll_proc_close_stdin(atomic_load(&c->p));
+    c->bytes += len;
+}
+
+START_TEST(close_stdin_from_a_callback_does_not_wait_for_a_write_in_progress)
+{
+    /* The write below fills cat's stdin and stdout pipes, so it finishes
+     * only if the callback returns: close_stdin in the callback must not
+     * wait for it (the case times out if it does). stdin is closed once
+     * the write in progress is done, so cat still echoes all of it. */
+    enum { TOTAL = 4 << 20 };
+    char *data = malloc(TOTAL);
+    ck_assert_ptr_nonnull(data);
+    for (size_t i = 0; i < TOTAL; i++)
+        data[i] = i % 64 == 63 ? '\n' : 'a';
+    closer c = {.close_rc = 1};
+    llll_proc_opts o = {.on_stdout = on_line_closes_stdin, .userdata = &c};
+    const char *argv[] = {"cat", NULL};
+    llll_proc *p;
+    ck_assert_int_eq(llll_proc_start(&p, argv, &o), 0);
+    atomic_store(&c.p, p);
+    ck_assert_int_eq(llll_proc_write(p, data, TOTAL), 0);
+    int st;
+    ck_assert_int_eq(llll_proc_join(p, -1, &st), 0);
+    ck_assert_int_eq(st, 0);
+    ck_assert_int_eq(c.close_rc, 0);
+    ck_assert_uint_eq(c.bytes, TOTAL);
+    ck_assert_int_eq(llll_proc_write(p, "x", 1), -EBADF);
+    llll_proc_free(p);
+    free(data);
+}
+END_TEST
+
 START_TEST(write_to_a_child_that_exited_gives_epipe_not_a_signal)
 {
     const char *argv[] = {"true", NULL};
@@ -965,6 +1009,7 @@ static Suite *proc_suite(void)
     tcase_add_test(tc, start_reports_the_error_of_a_missing_cwd);
     tcase_add_test(tc, start_rejects_an_empty_argv);
     tcase_add_test(tc, written_stdin_comes_back_through_cat);
+    tcase_add_test(tc, close_stdin_from_a_callback_does_not_wait_for_a_write_in_progress);
     tcase_add_test(tc, write_to_a_child_that_exited_gives_epipe_not_a_signal);
     tcase_add_test(tc, env_overlay_sets_and_removes_variables_and_path_still_works);
     tcase_add_test(tc, program_is_looked_up_in_the_overlaid_path);
