@@ -3,8 +3,11 @@
 #define LLLL_T_H
 
 #include <check.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
 
 /* Each t/test_*.c registers its suite(s) with T_SUITE(name_suite); main.c runs
  * them all in one SRunner, so one Check summary line closes the run. */
@@ -21,6 +24,32 @@ static inline const char *t_helper(const char *name)
     const char *dir = getenv("LLLL_T_DIR");
     snprintf(path, sizeof path, "%s/helper_%s", dir ? dir : "build/t", name);
     return path;
+}
+
+/* Waits until thread tid sleeps in the kernel (it is then blocked inside the
+ * call under test: nothing else it does after publishing tid can sleep), or
+ * has ended (the caller's checks of its result then tell what went wrong).
+ * There is no event for "blocked in read" or "blocked in a condition wait",
+ * so this polls /proc/self/task/TID/stat; the case's timeout bounds it and no
+ * result depends on how long it takes. */
+static inline void t_wait_until_sleeping(pid_t tid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    for (;;) {
+        char buf[512] = "";
+        FILE *f = fopen(path, "r");
+        if (!f)
+            return;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        const char *rp = strrchr(buf, ')');
+        ck_assert_ptr_nonnull(rp);
+        if (rp[1] == ' ' && rp[2] == 'S')
+            return;
+        sched_yield();
+    }
 }
 
 #endif

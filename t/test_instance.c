@@ -454,30 +454,6 @@ START_TEST(free_lets_an_instance_exit_on_eof)
 }
 END_TEST
 
-/* Waits until thread tid sleeps in the kernel (then it is blocked inside
- * the call it made after publishing tid), or has ended. There is no event
- * for "blocked in read", so this polls /proc; the case's timeout bounds it
- * and no result depends on how long it takes. */
-static void wait_until_sleeping(pid_t tid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-    for (;;) {
-        char buf[512] = "";
-        FILE *f = fopen(path, "r");
-        if (!f)
-            return;
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        const char *rp = strrchr(buf, ')');
-        ck_assert_ptr_nonnull(rp);
-        if (rp[1] == ' ' && rp[2] == 'S')
-            return;
-        sched_yield();
-    }
-}
-
 typedef struct {
     llll_instance *in;
     atomic_int tid;
@@ -508,7 +484,7 @@ START_TEST(free_wakes_a_thread_blocked_in_recv_and_the_child_exits_on_eof)
     ck_assert_int_eq(pthread_create(&t, NULL, recv_until_freed, &b), 0);
     while (atomic_load(&b.tid) == 0)
         sched_yield();
-    wait_until_sleeping(atomic_load(&b.tid));
+    t_wait_until_sleeping(atomic_load(&b.tid));
     /* A blocked read keeps the socket alive past a close: only a shutdown
      * lets the child see EOF (instead of being killed after the grace), and
      * the receiver must be out before the channel is freed. */

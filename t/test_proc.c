@@ -774,30 +774,6 @@ START_TEST(many_threads_may_join_one_child)
 }
 END_TEST
 
-/* Waits until thread tid sleeps in the kernel (then it is blocked inside
- * the call it made after publishing tid), or has ended. There is no event for
- * "blocked in a condition wait", so this polls /proc; the case's timeout
- * bounds it and no result depends on how long it takes. */
-static void wait_until_sleeping(pid_t tid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-    for (;;) {
-        char buf[512] = "";
-        FILE *f = fopen(path, "r");
-        if (!f)
-            return;
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        const char *rp = strrchr(buf, ')');
-        ck_assert_ptr_nonnull(rp);
-        if (rp[1] == ' ' && rp[2] == 'S')
-            return;
-        sched_yield();
-    }
-}
-
 typedef struct {
     llll_proc *p;
     atomic_int tid;
@@ -830,7 +806,7 @@ START_TEST(free_waits_for_threads_blocked_in_join_to_return)
     for (int i = 0; i < N; i++) {
         while (atomic_load(&j[i].tid) == 0)
             sched_yield();
-        wait_until_sleeping(atomic_load(&j[i].tid));
+        t_wait_until_sleeping(atomic_load(&j[i].tid));
     }
     /* free kills the child; every join already inside returns its status
      * before free touches the memory they wait on. */

@@ -840,32 +840,6 @@ static void *blocked_sender(void *arg)
     return NULL;
 }
 
-/* Waits until thread tid sleeps in the kernel (it then is inside the call
- * under test: nothing else it does after `started` can sleep), or has ended
- * (the caller's checks of its result then tell what went wrong). There is no
- * event for "blocked in read", so this polls /proc; the case's timeout bounds
- * it, and no result depends on how long it takes. */
-static void wait_until_sleeping(pid_t tid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-    for (;;) {
-        char buf[512] = "";
-        FILE *f = fopen(path, "r");
-        if (!f)
-            return;
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        const char *rp = strrchr(buf, ')');
-        ck_assert_ptr_nonnull(rp);
-        if (rp[1] == ' ' && rp[2] == 'S')
-            return;
-        struct timespec ts = { 0, 1000000 };
-        nanosleep(&ts, NULL);
-    }
-}
-
 static void start_blocked(struct blocked *b, llll_sbc *ch, void *(*fn)(void *), pthread_t *t)
 {
     *b = (struct blocked){ .ch = ch, .rc = 1 };
@@ -876,7 +850,7 @@ static void start_blocked(struct blocked *b, llll_sbc *ch, void *(*fn)(void *), 
     while (!b->started)
         pthread_cond_wait(&b->cv, &b->mu);
     pthread_mutex_unlock(&b->mu);
-    wait_until_sleeping(b->tid);
+    t_wait_until_sleeping(b->tid);
 }
 
 START_TEST(shutdown_wakes_a_receiver_blocked_in_another_thread)
@@ -978,7 +952,7 @@ START_TEST(signals_do_not_interrupt_a_blocked_receive)
         start_blocked(&bl, b, fns[k], &t);
         for (int i = 0; i < 3; i++) {
             ck_assert_int_eq(pthread_kill(t, SIGUSR1), 0);
-            wait_until_sleeping(bl.tid);
+            t_wait_until_sleeping(bl.tid);
         }
         ck_assert_int_eq(llll_sbc_send(a, "sig", 3), 0);
         ck_assert_int_eq(pthread_join(t, NULL), 0);
@@ -1001,7 +975,7 @@ START_TEST(signals_do_not_interrupt_a_send_blocked_on_a_full_socket)
     start_blocked(&bl, a, blocked_sender, &t);   /* 16 MiB of zeros */
     for (int i = 0; i < 3; i++) {
         ck_assert_int_eq(pthread_kill(t, SIGUSR1), 0);
-        wait_until_sleeping(bl.tid);
+        t_wait_until_sleeping(bl.tid);
     }
     llll_buf f = LLLL_BUF_INIT;
     ck_assert_int_eq(llll_sbc_recv(b, &f, -1), 0);
