@@ -45,7 +45,7 @@ static int answer(void *ctx, const void *arg, size_t len, llll_buf *result)
     return 0;
 }
 
-enum { FIRST = 24, COUNT = 10 };
+enum { FIRST = 1, COUNT = 32 };   /* fib(1..32), as in the original README */
 
 struct calls {
     llll_pool *pool;
