@@ -186,16 +186,8 @@ static int writev_all(int fd, struct iovec *iov, int cnt)
 
 static int buf_append(llll_buf *b, const void *d, size_t n)
 {
-    if (b->cap - b->len < n) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap - b->len < n)
-            cap *= 2;
-        void *nd = realloc(b->data, cap);
-        if (!nd)
-            return -ENOMEM;
-        b->data = nd;
-        b->cap = cap;
-    }
+    if (llll_buf_reserve(b, b->len + n) < 0)
+        return -ENOMEM;
     memcpy((char *)b->data + b->len, d, n);
     b->len += n;
     return 0;

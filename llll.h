@@ -70,8 +70,17 @@ typedef struct llll_buf {
 /* Frees data and zeroes the struct (which stays usable). Accepts NULL. */
 void llll_buf_free(llll_buf *b);
 
+/* Added to API.md, for codecs and pool functions that fill a buffer: makes
+ * cap at least need (growing geometrically, contents and len kept). -ENOMEM
+ * leaves b as it was. */
+int llll_buf_reserve(llll_buf *b, size_t need);
+
+/* Added to API.md: replaces b's contents with a copy of len bytes at data
+ * (len may be 0), growing b as needed. -ENOMEM leaves b as it was. */
+int llll_buf_set(llll_buf *b, const void *data, size_t len);
+
 /* The caller's serialiser. encode appends nothing: it sets out->len to the
- * encoded size (growing out as it likes, e.g. with realloc). decode makes a
+ * encoded size (growing out with llll_buf_reserve, say). decode makes a
  * new object from len bytes and stores it in *obj. Both return 0 or a negative
  * errno, which the _obj functions pass on. The library never looks inside a
  * payload. */
@@ -308,9 +317,9 @@ typedef struct llll_pool llll_pool;
 
 /* A worker's function: answers one call. arg/len is the caller's argument;
  * fn writes its answer into result (result->len = its size). result arrives
- * with len 0 and the memory of earlier calls; fn may grow it with realloc
- * (keeping cap). Returning non-zero makes the call fail with -EREMOTEIO,
- * result still delivered (an error message, say); the worker goes on
+ * with len 0 and the memory of earlier calls; fn fills it with
+ * llll_buf_set or grows it with llll_buf_reserve. Returning non-zero makes
+ * the call fail with -EREMOTEIO, result still delivered (an error message, say); the worker goes on
  * serving. */
 typedef int llll_serve_fn(void *ctx, const void *arg, size_t len, llll_buf *result);
 

@@ -56,9 +56,10 @@ void llll_buf_free(llll_buf *b)
     b->cap = 0;
 }
 
-/* Grows b to hold at least need bytes, geometrically; keeps its contents. */
-static int buf_reserve(llll_buf *b, size_t need)
+int llll_buf_reserve(llll_buf *b, size_t need)
 {
+    if (!b)
+        return -EINVAL;
     if (need <= b->cap)
         return 0;
     size_t cap = b->cap < 64 ? 64 : b->cap;
@@ -69,6 +70,19 @@ static int buf_reserve(llll_buf *b, size_t need)
         return -ENOMEM;
     b->data = p;
     b->cap = cap;
+    return 0;
+}
+
+int llll_buf_set(llll_buf *b, const void *data, size_t len)
+{
+    if (!b || (!data && len > 0))
+        return -EINVAL;
+    int rc = llll_buf_reserve(b, len);
+    if (rc < 0)
+        return rc;
+    if (len > 0)
+        memmove(b->data, data, len);
+    b->len = len;
     return 0;
 }
 
@@ -449,7 +463,7 @@ static int recv_locked(llll_sbc *ch, llll_buf *frame, int64_t deadline)
      * the maximum was raised), and nothing was allocated for it. */
     if (len > atomic_load(&ch->max))
         return -EMSGSIZE;
-    if (buf_reserve(frame, len) < 0)
+    if (llll_buf_reserve(frame, len) < 0)
         return -ENOMEM;
     unsigned char *dst = frame->data;
     if (ch->pend) {

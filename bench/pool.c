@@ -169,16 +169,7 @@ static double run_load(void *(*fn)(void *), struct driver *d)
 static int echo_fn(void *ctx, const void *arg, size_t len, llll_buf *res)
 {
     (void)ctx;
-    if (res->cap < len) {
-        void *p = realloc(res->data, len);
-        if (!p)
-            return 1;
-        res->data = p;
-        res->cap = len;
-    }
-    memcpy(res->data, arg, len);
-    res->len = len;
-    return 0;
+    return llll_buf_set(res, arg, len) ? 1 : 0;
 }
 
 /* ------------------------------------------------------------- (c) fib */
@@ -193,16 +184,7 @@ static int fib_fn(void *ctx, const void *arg, size_t len, llll_buf *res)
         return 1;
     memcpy(&n, arg, sizeof n);
     v = fib(n);
-    if (res->cap < sizeof v) {
-        void *p = realloc(res->data, sizeof v);
-        if (!p)
-            return 1;
-        res->data = p;
-        res->cap = sizeof v;
-    }
-    memcpy(res->data, &v, sizeof v);
-    res->len = sizeof v;
-    return 0;
+    return llll_buf_set(res, &v, sizeof v) ? 1 : 0;
 }
 
 struct fib_job {

@@ -27,15 +27,9 @@ static int answer(void *ctx, const void *arg, size_t len, llll_buf *result)
         return 1;
     memcpy(text, arg, len);
     text[len] = '\0';
-    if (result->cap < 32) {
-        void *d = realloc(result->data, 32);
-        if (!d)
-            return 1;
-        result->data = d;
-        result->cap = 32;
-    }
-    result->len = (size_t)snprintf(result->data, 32, "%ld", fib(strtol(text, NULL, 10)));
-    return 0;
+    char out[32];
+    int n = snprintf(out, sizeof out, "%ld", fib(strtol(text, NULL, 10)));
+    return llll_buf_set(result, out, (size_t)n) ? 1 : 0;
 }
 
 struct job {

@@ -29,16 +29,7 @@
 
 static int put(llll_buf *r, const char *s, size_t n)
 {
-    if (r->cap < n) {
-        void *d = realloc(r->data, n);
-        if (!d)
-            return -ENOMEM;
-        r->data = d;
-        r->cap = n;
-    }
-    memcpy(r->data, s, n);
-    r->len = n;
-    return 0;
+    return llll_buf_set(r, s, n);
 }
 
 static int putf(llll_buf *r, const char *fmt, long long a, const char *s)

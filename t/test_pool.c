@@ -159,17 +159,7 @@ static long fib(long n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
 
 static int put_text(llll_buf *r, const char *s)
 {
-    size_t n = strlen(s);
-    if (r->cap < n) {
-        void *d = realloc(r->data, n);
-        if (!d)
-            return -ENOMEM;
-        r->data = d;
-        r->cap = n;
-    }
-    memcpy(r->data, s, n);
-    r->len = n;
-    return 0;
+    return llll_buf_set(r, s, strlen(s));
 }
 
 /* arg: a long in binary; result: fib(arg) as a long. ctx: an offset added. */
@@ -180,16 +170,7 @@ static int fib_fn(void *ctx, const void *arg, size_t len, llll_buf *res)
         return put_text(res, "want a long"), 1;
     memcpy(&n, arg, sizeof n);
     long v = fib(n) + *(const long *)ctx;
-    if (res->cap < sizeof v) {
-        void *d = realloc(res->data, sizeof v);
-        if (!d)
-            return 1;
-        res->data = d;
-        res->cap = sizeof v;
-    }
-    memcpy(res->data, &v, sizeof v);
-    res->len = sizeof v;
-    return 0;
+    return llll_buf_set(res, &v, sizeof v) ? 1 : 0;
 }
 
 /* Fails on odd numbers with a message naming them. */

@@ -53,11 +53,7 @@ static void cap_free(cap *c)
 
 static void append(llll_buf *b, const void *d, size_t n)
 {
-    if (b->cap < b->len + n + 1) {
-        b->cap = (b->len + n + 1) * 2;
-        b->data = realloc(b->data, b->cap);
-        ck_assert_ptr_nonnull(b->data);
-    }
+    ck_assert_int_eq(llll_buf_reserve(b, b->len + n + 1), 0);
     memcpy((char *)b->data + b->len, d, n);
     b->len += n;
     ((char *)b->data)[b->len] = '\0';

@@ -591,13 +591,8 @@ static int point_encode(void *ctx, const void *obj, llll_buf *out)
     if (p->x < 0)
         return -EDOM;
     size_t n = 8 + strnlen(p->name, sizeof p->name);
-    if (out->cap < n) {
-        void *d = realloc(out->data, n);
-        if (!d)
-            return -ENOMEM;
-        out->data = d;
-        out->cap = n;
-    }
+    if (llll_buf_reserve(out, n) < 0)
+        return -ENOMEM;
     unsigned char *b = out->data;
     put_be32(b, (uint32_t)p->x);
     put_be32(b + 4, (uint32_t)p->y);
@@ -663,6 +658,43 @@ START_TEST(codec_errors_are_passed_on_and_a_failed_encode_sends_nothing)
 END_TEST
 
 /* ------------------------------------------------------------ buffers */
+
+START_TEST(buf_reserve_grows_cap_and_keeps_contents_and_len)
+{
+    llll_buf b = LLLL_BUF_INIT;
+    ck_assert_int_eq(llll_buf_set(&b, "abc", 3), 0);
+    ck_assert_int_eq(llll_buf_reserve(&b, 100000), 0);
+    ck_assert_uint_ge(b.cap, 100000);
+    ck_assert_uint_eq(b.len, 3);
+    ck_assert_mem_eq(b.data, "abc", 3);
+    /* A smaller need changes nothing: the same block, the same cap. */
+    void *data = b.data;
+    size_t cap = b.cap;
+    ck_assert_int_eq(llll_buf_reserve(&b, 10), 0);
+    ck_assert_ptr_eq(b.data, data);
+    ck_assert_uint_eq(b.cap, cap);
+    ck_assert_int_eq(llll_buf_reserve(NULL, 1), -EINVAL);
+    llll_buf_free(&b);
+}
+END_TEST
+
+START_TEST(buf_set_replaces_the_contents_with_a_copy)
+{
+    llll_buf b = LLLL_BUF_INIT;
+    char src[] = "hello, world";
+    ck_assert_int_eq(llll_buf_set(&b, src, sizeof src - 1), 0);
+    src[0] = 'J';
+    ck_assert_uint_eq(b.len, sizeof src - 1);
+    ck_assert_mem_eq(b.data, "hello, world", sizeof src - 1);
+    ck_assert_int_eq(llll_buf_set(&b, "hi", 2), 0);
+    ck_assert_uint_eq(b.len, 2);
+    ck_assert_mem_eq(b.data, "hi", 2);
+    ck_assert_int_eq(llll_buf_set(&b, NULL, 0), 0);
+    ck_assert_uint_eq(b.len, 0);
+    ck_assert_int_eq(llll_buf_set(&b, NULL, 1), -EINVAL);
+    llll_buf_free(&b);
+}
+END_TEST
 
 START_TEST(a_reused_buffer_allocates_nothing_after_the_first_large_frame)
 {
@@ -1059,6 +1091,8 @@ static Suite *sbc_suite(void)
     tcase_add_test(tc, a_codec_round_trips_a_struct);
     tcase_add_test(tc, codec_errors_are_passed_on_and_a_failed_encode_sends_nothing);
     tcase_add_test(tc, a_reused_buffer_allocates_nothing_after_the_first_large_frame);
+    tcase_add_test(tc, buf_reserve_grows_cap_and_keeps_contents_and_len);
+    tcase_add_test(tc, buf_set_replaces_the_contents_with_a_copy);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("open, child, shutdown, signals");
