@@ -319,8 +319,8 @@ typedef struct llll_pool llll_pool;
  * fn writes its answer into result (result->len = its size). result arrives
  * with len 0 and the memory of earlier calls; fn fills it with
  * llll_buf_set or grows it with llll_buf_reserve. Returning non-zero makes
- * the call fail with -EREMOTEIO, result still delivered (an error message, say); the worker goes on
- * serving. */
+ * the call fail with -EREMOTEIO, result still delivered (an error message,
+ * say); the worker goes on serving. */
 typedef int llll_serve_fn(void *ctx, const void *arg, size_t len, llll_buf *result);
 
 typedef struct llll_pool_opts {

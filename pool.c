@@ -4,8 +4,9 @@
  *   worker -> master  hello: the 11 bytes "llll-pool/1" (magic and protocol
  *                     version), sent once, as soon as llll_serve starts;
  *   master -> worker  request: the argument bytes, as they are;
- *   worker -> master  reply: 1 status byte (0: fn returned 0, 1: fn failed),
- *                     then the result bytes.
+ *   worker -> master  reply: the result bytes, then 1 status byte (0: fn
+ *                     returned 0, 1: fn failed). At the end, so that
+ *                     neither side moves the result to make room for it.
  * One request is in flight per worker at a time, so a reply always belongs to
  * the call that owns the worker. The master closing the channel (LLLL_EOF in
  * the worker) ends llll_serve with 0.
@@ -96,20 +97,12 @@ static int serve_channel(llll_sbc *ch, llll_serve_fn *fn, void *ctx)
         int frc = fn(ctx, req.data, req.len, &res);
         if (res.cap < res.len)   /* fn grew data without keeping cap */
             res.cap = res.len;
-        if (res.cap < res.len + 1) {
-            size_t cap = res.len + 1 + res.len / 2;
-            void *d = realloc(res.data, cap);
-            if (!d) {
-                rc = -ENOMEM;
-                break;
-            }
-            res.data = d;
-            res.cap = cap;
+        if (llll_buf_reserve(&res, res.len + 1) < 0) {
+            rc = -ENOMEM;
+            break;
         }
-        unsigned char *b = res.data;
-        memmove(b + 1, b, res.len);
-        b[0] = frc ? 1 : 0;
-        rc = llll_sbc_send(ch, b, res.len + 1);
+        ((unsigned char *)res.data)[res.len] = frc ? 1 : 0;
+        rc = llll_sbc_send(ch, res.data, res.len + 1);
         if (rc == -EPIPE || rc == -ECONNRESET)
             rc = LLLL_EOF;   /* the master went away while fn ran */
     }
@@ -306,12 +299,10 @@ static int exchange(llll_pool *p, llll_sbc *ch, const void *arg, size_t len, lll
         return rc;
     if (result->len == 0)
         return -EPROTO;
-    unsigned char *b = result->data;
-    unsigned char status = b[0];
+    result->len--;
+    unsigned char status = ((unsigned char *)result->data)[result->len];
     if (status > 1)
         return -EPROTO;
-    result->len--;
-    memmove(b, b + 1, result->len);
     return status ? -EREMOTEIO : 0;
 }
 

@@ -11,6 +11,8 @@
  *   "ok, then die unread" -> answers "ok" by hand on the channel (fd 3), then
  *                   exits as soon as the next request arrives, unread
  * Modes: "--bad-hello" speaks another protocol version instead of serving;
+ * "--raw" speaks the documented wire format by hand (replies: the request
+ * reversed, then a status byte, 1 for "fail");
  * "--report FILE" appends llll_serve's return value to FILE when it returns;
  * "--linger" ignores the end of the pool: once llll_serve returned it waits
  * for a signal forever. */
@@ -69,7 +71,7 @@ static int op(void *ctx, const void *arg, size_t len, llll_buf *res)
     if (strcmp(cmd, "crash") == 0)
         raise(SIGKILL);
     if (strcmp(cmd, "ok, then die unread") == 0) {
-        static const unsigned char reply[] = { 0, 0, 0, 3, 0, 'o', 'k' };
+        static const unsigned char reply[] = { 0, 0, 0, 3, 'o', 'k', 0 };
         if (write(3, reply, sizeof reply) != (ssize_t)sizeof reply)
             _exit(2);
         struct pollfd pf = { .fd = 3, .events = POLLIN };
@@ -99,6 +101,27 @@ int main(int argc, char **argv)
         llll_sbc_send(ch, "llll-pool/9", 11);
         llll_buf b = LLLL_BUF_INIT;
         llll_sbc_recv(ch, &b, -1);   /* until the master gives up */
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "--raw") == 0) {
+        /* The documented wire format by hand, without llll_serve: a hello,
+         * then for each request its bytes reversed and a status byte at the
+         * end (1 for a request "fail"). */
+        llll_sbc *ch;
+        if (llll_sbc_child(&ch) || llll_sbc_send(ch, "llll-pool/1", 11))
+            return 2;
+        llll_buf req = LLLL_BUF_INIT;
+        char out[64];
+        while (llll_sbc_recv(ch, &req, -1) == 0 && req.len < sizeof out) {
+            const char *in = req.data;
+            for (size_t i = 0; i < req.len; i++)
+                out[i] = in[req.len - 1 - i];
+            out[req.len] = req.len == 4 && memcmp(in, "fail", 4) == 0;
+            if (llll_sbc_send(ch, out, req.len + 1))
+                break;
+        }
+        llll_buf_free(&req);
+        llll_sbc_close(ch);
         return 0;
     }
     int rc = llll_serve(op, NULL);

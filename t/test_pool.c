@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -668,6 +669,62 @@ START_TEST(a_result_over_max_frame_gives_emsgsize_and_the_worker_is_replaced)
 }
 END_TEST
 
+/* The wire format README and llll_pool(3) give, both ways: a worker written
+ * against it by hand serves a pool, and llll_serve's frames are exactly it. */
+START_TEST(a_worker_speaking_the_documented_wire_format_serves_a_pool)
+{
+    llll_pool *p;
+    const char *argv[] = { t_helper("pool_worker"), "--raw", NULL };
+    ck_assert_int_eq(llll_pool_start(&p, argv, 1, NULL), 0);
+    llll_buf res = LLLL_BUF_INIT;
+    ck_assert_int_eq(llll_pool_call(p, "abc", 3, &res), 0);
+    ck_assert_uint_eq(res.len, 3);
+    ck_assert_mem_eq(res.data, "cba", 3);
+    ck_assert_int_eq(llll_pool_call(p, "fail", 4, &res), -EREMOTEIO);
+    ck_assert_uint_eq(res.len, 4);
+    ck_assert_mem_eq(res.data, "liaf", 4);
+    llll_buf_free(&res);
+    llll_pool_free(p);
+    assert_no_child();
+}
+END_TEST
+
+START_TEST(serve_sends_the_documented_wire_format)
+{
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(sv[0]);   /* else the worker never sees the master's EOF */
+        char v[16];
+        snprintf(v, sizeof v, "%d", sv[1]);
+        setenv("LLLL_SBC_FD", v, 1);
+        _exit(llll_serve(picky_fn, NULL) == 0 ? 0 : 1);
+    }
+    close(sv[1]);
+    llll_sbc *ch;
+    ck_assert_int_eq(llll_sbc_open(&ch, sv[0], sv[0]), 0);
+    llll_buf f = LLLL_BUF_INIT;
+    ck_assert_int_eq(llll_sbc_recv(ch, &f, 5000), 0);
+    ck_assert_uint_eq(f.len, 11);
+    ck_assert_mem_eq(f.data, "llll-pool/1", 11);
+    ck_assert_int_eq(llll_sbc_send(ch, "2", 1), 0);      /* even: fn returns 0 */
+    ck_assert_int_eq(llll_sbc_recv(ch, &f, 5000), 0);
+    ck_assert_uint_eq(f.len, 5);
+    ck_assert_mem_eq(f.data, "even\0", 5);
+    ck_assert_int_eq(llll_sbc_send(ch, "3", 1), 0);      /* odd: fn fails */
+    ck_assert_int_eq(llll_sbc_recv(ch, &f, 5000), 0);
+    ck_assert_uint_eq(f.len, sizeof "3 is odd");
+    ck_assert_mem_eq(f.data, "3 is odd\1", sizeof "3 is odd");
+    llll_buf_free(&f);
+    llll_sbc_close(ch);                                   /* EOF: serve returns 0 */
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+END_TEST
+
 START_TEST(serve_returns_enoent_outside_a_worker)
 {
     unsetenv("LLLL_SBC_FD");
@@ -831,6 +888,8 @@ static Suite *pool_suite(void)
     tcase_add_test(tc, start_reports_enoent_for_a_missing_program);
     tcase_add_test(tc, nproc_zero_starts_one_worker_per_online_cpu);
     tcase_add_test(tc, serve_returns_enoent_outside_a_worker);
+    tcase_add_test(tc, a_worker_speaking_the_documented_wire_format_serves_a_pool);
+    tcase_add_test(tc, serve_sends_the_documented_wire_format);
     tcase_add_test(tc, serve_returns_zero_in_each_worker_when_the_pool_is_freed);
     tcase_add_test(tc, free_releases_threads_blocked_in_calls);
     tcase_add_test(tc, free_cancels_a_call_waiting_for_a_replacement_to_say_hello);
