@@ -1204,11 +1204,16 @@ int llll_proc_kill(llll_proc *p, int sig)
     return rc;
 }
 
-/* Lock held: a thread leaves join/stop; the last one wakes a waiting free. */
-static void leave_locked(llll_proc *p)
+/* Lock held, counted in users: waits for the end, reads the status, leaves
+ * (the last one to leave wakes a free waiting for join/stop to return). */
+static int join_locked(llll_proc *p, int timeout_ms, int *status)
 {
+    int rc = wait_flag(p, &p->ended, timeout_ms);
+    if (rc == 0 && status)
+        *status = p->status;
     if (--p->users == 0)
         pthread_cond_broadcast(&p->cond);
+    return rc;
 }
 
 int llll_proc_join(llll_proc *p, int timeout_ms, int *status)
@@ -1219,10 +1224,7 @@ int llll_proc_join(llll_proc *p, int timeout_ms, int *status)
         return -EDEADLK;
     pthread_mutex_lock(&p->lock);
     p->users++;
-    int rc = wait_flag(p, &p->ended, timeout_ms);
-    if (rc == 0 && status)
-        *status = p->status;
-    leave_locked(p);
+    int rc = join_locked(p, timeout_ms, status);
     pthread_mutex_unlock(&p->lock);
     return rc;
 }
@@ -1239,10 +1241,7 @@ int llll_proc_stop(llll_proc *p, int grace_ms, int *status)
     p->users++;
     if (signal_locked(p, SIGTERM) == 0 && wait_flag(p, &p->reaped, grace_ms) < 0)
         (void)signal_locked(p, SIGKILL);
-    int rc = wait_flag(p, &p->ended, -1);
-    if (rc == 0 && status)
-        *status = p->status;
-    leave_locked(p);
+    int rc = join_locked(p, -1, status);
     pthread_mutex_unlock(&p->lock);
     return rc;
 }
