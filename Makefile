@@ -102,10 +102,10 @@ demo: $(EXAMPLES)
 	@for d in $(DEMOS); do echo "== $$d =="; ./$$d || exit 1; echo; done
 
 BENCH_OMP = -fopenmp
-$(B)/bench/mapper: bench/mapper.c $(LIB_A) | $(B)/.dirs
+$(B)/bench/mapper: bench/mapper.c bench/bench.h $(LIB_A) | $(B)/.dirs
 	$(CC) $(ALL_CFLAGS) $(BENCH_OMP) -I. -o $@ $< $(ALL_LDFLAGS) $(BENCH_OMP) $(LIB_A) $(LDLIBS)
 
-$(B)/bench/%: bench/%.c $(LIB_A) | $(B)/.dirs
+$(B)/bench/%: bench/%.c bench/bench.h $(LIB_A) | $(B)/.dirs
 	$(CC) $(ALL_CFLAGS) -I. -o $@ $< $(ALL_LDFLAGS) $(LIB_A) $(LDLIBS)
 
 bench-build: $(BENCHES)

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "llll.h"
+#include "bench.h"
 
 /* (c) is short (~15 ms a run), so it takes more runs for a stable median. */
 enum { N = 20000000, REPS = 5, COARSE_REPS = 15, COARSE = 64, FIB = 27, THREADS = 2 };
@@ -44,25 +45,6 @@ static int fib_fn(void *ctx, size_t i)
 /* Read through a volatile, so every loop below makes an indirect call. */
 static llll_map_fn *volatile item_ptr = item_fn;
 static llll_map_fn *volatile fib_ptr = fib_fn;
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 static int fails;
 

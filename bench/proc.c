@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "llll.h"
+#include "bench.h"
 
 extern char **environ;
 
@@ -30,29 +31,10 @@ extern char **environ;
 #define FORKS 10
 #define HEAP ((size_t)1 << 30)
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void die(const char *what, int rc)
 {
     fprintf(stderr, "bench/proc: %s: %s\n", what, llll_strerror(rc));
     exit(1);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return v[n / 2];
 }
 
 /* ------------------------------------------------------------ (a) lines */

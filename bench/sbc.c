@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "llll.h"
+#include "bench.h"
 
 #define RUNS 5
 #define TRIPS 10000
@@ -30,29 +31,10 @@
 #define BIG_FRAMES 16
 #define SOCKBUF (4 << 20)   /* what llll_sbc_pair asks for */
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void die(const char *what, int rc)
 {
     fprintf(stderr, "bench/sbc: %s: %s\n", what, rc ? strerror(rc < 0 ? -rc : rc) : "failed");
     exit(1);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return v[n / 2];
 }
 
 static void reap(pid_t pid)
