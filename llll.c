@@ -198,8 +198,7 @@ static int buf_append(llll_buf *b, const void *d, size_t n)
 struct stream {
     int fd;             /* our read end; -1 when closed or not piped */
     llll_line_fn *fn;   /* NULL: lines are dropped */
-    char *part;         /* a line begun in an earlier read, < max_line bytes */
-    size_t plen, pcap;
+    llll_buf part;      /* a line begun in an earlier read, < max_line bytes */
     llll_buf all;       /* every byte, with collect_output */
 };
 
@@ -637,25 +636,12 @@ static void call_line(llll_proc *p, struct stream *s, const char *d, size_t n)
 /* Keeps n bytes of an unfinished line; on ENOMEM delivers them as a piece. */
 static void part_keep(llll_proc *p, struct stream *s, const char *d, size_t n)
 {
-    if (s->pcap - s->plen < n) {
-        size_t cap = s->pcap ? s->pcap : 256;
-        while (cap - s->plen < n)
-            cap *= 2;
-        if (cap > p->max_line)
-            cap = p->max_line;
-        char *np = realloc(s->part, cap);
-        if (!np) {
-            if (s->plen)
-                call_line(p, s, s->part, s->plen);
-            s->plen = 0;
-            call_line(p, s, d, n);
-            return;
-        }
-        s->part = np;
-        s->pcap = cap;
+    if (buf_append(&s->part, d, n) < 0) {
+        if (s->part.len)
+            call_line(p, s, s->part.data, s->part.len);
+        s->part.len = 0;
+        call_line(p, s, d, n);
     }
-    memcpy(s->part + s->plen, d, n);
-    s->plen += n;
 }
 
 /* Splits d into lines of at most max_line bytes. Lines are passed in place;
@@ -664,16 +650,16 @@ static void split_lines(llll_proc *p, struct stream *s, const char *d, size_t n)
 {
     const size_t max = p->max_line;
     while (n > 0) {
-        if (s->plen > 0) {
-            size_t room = max - s->plen, lim = n < room ? n : room;
+        if (s->part.len > 0) {
+            size_t room = max - s->part.len, lim = n < room ? n : room;
             const char *nl = memchr(d, '\n', lim);
             size_t take = nl ? (size_t)(nl - d) + 1 : lim;
             part_keep(p, s, d, take);
             d += take;
             n -= take;
-            if ((nl || s->plen == max) && s->plen > 0) {
-                call_line(p, s, s->part, s->plen);
-                s->plen = 0;
+            if ((nl || s->part.len == max) && s->part.len > 0) {
+                call_line(p, s, s->part.data, s->part.len);
+                s->part.len = 0;
             }
             continue;
         }
@@ -704,9 +690,9 @@ static void consume(llll_proc *p, struct stream *s, const char *d, size_t n)
 
 static void stream_close(llll_proc *p, struct stream *s)
 {
-    if (s->fn && s->plen > 0)
-        call_line(p, s, s->part, s->plen);
-    s->plen = 0;
+    if (s->fn && s->part.len > 0)
+        call_line(p, s, s->part.data, s->part.len);
+    s->part.len = 0;
     close_reg(&s->fd);
 }
 
@@ -878,8 +864,8 @@ static void proc_destroy(llll_proc *p)
     for (int i = 0; i < 4; i++)
         close_fd(&p->cfd[i]);
     pthread_mutex_unlock(&reg_lock);
-    free(p->out.part);
-    free(p->err.part);
+    llll_buf_free(&p->out.part);
+    llll_buf_free(&p->err.part);
     llll_buf_free(&p->out.all);
     llll_buf_free(&p->err.all);
     free(p->rbuf);
