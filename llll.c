@@ -1275,11 +1275,18 @@ void llll_print_line(void *userdata, const char *line, size_t len)
 
 /* -------------------------------------------------------------- instances */
 
-static int instance_new(llll_instance **out, const struct start *st)
+/* Starts the child st describes (a program or a function) as an instance. */
+static int instance_new(llll_instance **out, struct start *st, const llll_instance_opts *opts)
 {
     if (!out)
         return -EINVAL;
     *out = NULL;
+    if (!st->argv && !st->fn)
+        return -EINVAL;
+    st->opts = opts ? &opts->proc : NULL;
+    st->instance = true;
+    st->code = opts ? opts->code : NULL;
+    st->keep_sigint = opts && opts->keep_sigint;
     llll_instance *in = calloc(1, sizeof *in);
     if (!in)
         return -ENOMEM;
@@ -1296,37 +1303,14 @@ static int instance_new(llll_instance **out, const struct start *st)
 
 int llll_instance_start(llll_instance **out, const char *const argv[], const llll_instance_opts *opts)
 {
-    if (!argv) {
-        if (out)
-            *out = NULL;
-        return -EINVAL;
-    }
-    struct start st = {
-        .argv = argv,
-        .opts = opts ? &opts->proc : NULL,
-        .instance = true,
-        .code = opts ? opts->code : NULL,
-        .keep_sigint = opts && opts->keep_sigint,
-    };
-    return instance_new(out, &st);
+    struct start st = {.argv = argv};
+    return instance_new(out, &st, opts);
 }
 
 int llll_instance_fork(llll_instance **out, llll_main_fn *fn, void *arg, const llll_instance_opts *opts)
 {
-    if (!fn) {
-        if (out)
-            *out = NULL;
-        return -EINVAL;
-    }
-    struct start st = {
-        .fn = fn,
-        .arg = arg,
-        .opts = opts ? &opts->proc : NULL,
-        .instance = true,
-        .code = opts ? opts->code : NULL,
-        .keep_sigint = opts && opts->keep_sigint,
-    };
-    return instance_new(out, &st);
+    struct start st = {.fn = fn, .arg = arg};
+    return instance_new(out, &st, opts);
 }
 
 /* Counts a thread in or out of the channel, so free can wait for it. */
