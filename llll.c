@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -200,6 +201,7 @@ struct stream {
     llll_line_fn *fn;   /* NULL: lines are dropped */
     llll_buf part;      /* a line begun in an earlier read, < max_line bytes */
     llll_buf all;       /* every byte, with collect_output */
+    llll_buf *sink;     /* every byte too: llll_proc_run's caller's buffer */
 };
 
 struct llll_proc {
@@ -214,6 +216,7 @@ struct llll_proc {
     void *userdata;
     size_t max_line;
     bool collect, verbose, group;
+    bool sink_short;    /* a sink could not grow: it stopped there */
     char *name;         /* argv[0], for verbose lines */
     pthread_t thread;
     int chan_fd;        /* an instance's end of its channel (the sbc's) */
@@ -684,6 +687,8 @@ static void consume(llll_proc *p, struct stream *s, const char *d, size_t n)
 {
     if (p->collect)
         (void)buf_append(&s->all, d, n); /* on ENOMEM the collection is short */
+    if (s->sink && !p->sink_short && buf_append(s->sink, d, n) < 0)
+        p->sink_short = true;
     if (s->fn)
         split_lines(p, s, d, n);
 }
@@ -915,6 +920,7 @@ struct start {
     bool instance;
     const char *code;
     bool keep_sigint;
+    llll_buf *sink[2];         /* stdout and stderr also go there */
 };
 
 /* Creates the pipes (and channel) of p, reg_lock held: p's ends in p, the
@@ -922,7 +928,8 @@ struct start {
 static int make_fds(llll_proc *p, const struct start *st, const llll_proc_opts *o, llll_sbc **chan)
 {
     int fd[2], rc;
-    if (!st->instance || st->code) {
+    int in = st->instance ? (st->code ? LLLL_STDIN_PIPE : LLLL_STDIN_NULL) : o->stdin_mode;
+    if (in == LLLL_STDIN_PIPE) {
         if ((rc = make_pipe(fd, 0)) < 0)
             return rc;
         p->cfd[0] = fd[0];
@@ -933,10 +940,12 @@ static int make_fds(llll_proc *p, const struct start *st, const llll_proc_opts *
             if ((rc = set_nonblock(fd[1])) < 0)
                 return rc;
         }
-    } else {
+    } else if (in == LLLL_STDIN_NULL) {
         p->cfd[0] = fd_high(open("/dev/null", O_RDONLY | O_CLOEXEC));
         if (p->cfd[0] < 0)
             return -errno;
+    } else if (in != LLLL_STDIN_INHERIT) {
+        return -EINVAL;
     }
     if (!st->instance || o->on_stdout || o->collect_output) {
         if ((rc = make_pipe(fd, 0)) < 0)
@@ -991,6 +1000,8 @@ static int proc_create(llll_proc **out, const struct start *st, llll_sbc **chan)
     llll_proc *p = proc_new(o);
     if (!p)
         return -ENOMEM;
+    p->out.sink = st->sink[0];
+    p->err.sink = st->sink[1];
     struct spawn s;
     memset(&s, 0, sizeof s);
     int rc = 0;
@@ -1173,11 +1184,16 @@ int llll_proc_close_stdin(llll_proc *p)
     if (!p)
         return -EINVAL;
     pthread_mutex_lock(&p->lock);
-    p->close_in = true;
-    if (!p->writing)
-        close_reg(&p->in_fd);
+    int rc = 0;
+    if (p->in_fd < 0 && !p->close_in) {
+        rc = -EBADF; /* stdin_mode gave it no pipe */
+    } else {
+        p->close_in = true;
+        if (!p->writing)
+            close_reg(&p->in_fd);
+    }
     pthread_mutex_unlock(&p->lock);
-    return 0;
+    return rc;
 }
 
 int llll_proc_kill(llll_proc *p, int sig)
@@ -1271,6 +1287,91 @@ void llll_print_line(void *userdata, const char *line, size_t len)
     int rc = writev_all(1, iov, cnt);
     pthread_mutex_unlock(&print_lock);
     sigpipe_unblock(&g, rc == -EPIPE);
+}
+
+/* ------------------------------------------------------------ proc_run */
+
+#define RUN_GRACE_MS 200
+
+/* Milliseconds left until dl (NULL: forever, -1), at least 0. */
+static int ms_until(const struct timespec *dl)
+{
+    if (!dl)
+        return -1;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long long ms = (long long)(dl->tv_sec - now.tv_sec) * 1000 + (dl->tv_nsec - now.tv_nsec) / 1000000;
+    return ms <= 0 ? 0 : ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+/* Writes n bytes at d to p's stdin, never blocking past dl, then closes it.
+ * The reader thread drains stdout and stderr meanwhile, so a child that
+ * writes much before it reads cannot deadlock against this. A child that
+ * stops reading (EPIPE) is not an error: its status tells. */
+static int run_feed(llll_proc *p, const char *d, size_t n, const struct timespec *dl)
+{
+    int rc = n ? set_nonblock(p->in_fd) : 0;
+    struct sigpipe_guard g;
+    sigpipe_block(&g);
+    bool epipe = false;
+    while (rc == 0 && n > 0) {
+        ssize_t w = write(p->in_fd, d, n);
+        if (w >= 0) {
+            d += w;
+            n -= (size_t)w;
+        } else if (errno == EAGAIN) {
+            struct pollfd f = {p->in_fd, POLLOUT, 0};
+            int r = poll(&f, 1, ms_until(dl));
+            if (r == 0)
+                rc = -ETIMEDOUT;
+            else if (r < 0 && errno != EINTR)
+                rc = -errno;
+        } else if (errno != EINTR) {
+            epipe = errno == EPIPE;
+            break;
+        }
+    }
+    sigpipe_unblock(&g, epipe);
+    (void)llll_proc_close_stdin(p);
+    return rc;
+}
+
+int llll_proc_run(const char *const argv[], const llll_proc_opts *opts, const void *input,
+                  size_t input_len, int timeout_ms, int *status, llll_buf *out, llll_buf *err)
+{
+    static const llll_proc_opts none;
+    llll_proc_opts o = opts ? *opts : none;
+    if (out)
+        out->len = 0;
+    if (err)
+        err->len = 0;
+    if (!argv || (!input && input_len) || (input && o.stdin_mode != LLLL_STDIN_PIPE))
+        return -EINVAL;
+    if (!input && o.stdin_mode == LLLL_STDIN_PIPE)
+        o.stdin_mode = LLLL_STDIN_NULL;
+    struct timespec dl;
+    if (timeout_ms >= 0)
+        deadline_after(&dl, timeout_ms);
+    const struct timespec *dlp = timeout_ms >= 0 ? &dl : NULL;
+
+    struct start st = {.argv = argv, .opts = &o, .sink = {out, err}};
+    llll_proc *p;
+    int rc = proc_create(&p, &st, NULL);
+    if (rc < 0)
+        return rc;
+    if (input)
+        rc = run_feed(p, input, input_len, dlp);
+    int stat = 0;
+    if (rc == 0)
+        rc = llll_proc_join(p, ms_until(dlp), &stat);
+    if (rc < 0)
+        (void)llll_proc_stop(p, RUN_GRACE_MS, &stat);
+    else if (p->sink_short)
+        rc = -ENOMEM;
+    if (status)
+        *status = stat;
+    llll_proc_free(p);
+    return rc;
 }
 
 /* -------------------------------------------------------------- instances */

@@ -194,7 +194,17 @@ typedef struct llll_proc_opts {
                                   reach its descendants too */
     size_t max_line;           /* 0: 64 KiB; a longer line arrives in pieces of
                                   at most this size, whose concatenation is it */
+    int stdin_mode;            /* the child's stdin: LLLL_STDIN_PIPE (0, the
+                                  default): a pipe, see llll_proc_write;
+                                  LLLL_STDIN_NULL: /dev/null, EOF at once;
+                                  LLLL_STDIN_INHERIT: this process's stdin.
+                                  Another value: -EINVAL. Instances and pool
+                                  workers ignore it: their stdin is their
+                                  code, or /dev/null */
 } llll_proc_opts;
+
+/* Values of llll_proc_opts.stdin_mode. */
+enum { LLLL_STDIN_PIPE = 0, LLLL_STDIN_NULL = 1, LLLL_STDIN_INHERIT = 2 };
 
 /*
  * Starts argv[0] (looked up in PATH when it has no '/') with argv, its stdin a
@@ -217,12 +227,14 @@ int llll_proc_start(llll_proc **out, const char *const argv[], const llll_proc_o
 
 /* Writes all len bytes to the child's stdin (blocking while its pipe is full).
  * -EPIPE when the child closed its stdin or exited; -EBADF after
- * llll_proc_close_stdin. Thread-safe. */
+ * llll_proc_close_stdin, or when stdin_mode gave the child no pipe.
+ * Thread-safe. */
 int llll_proc_write(llll_proc *p, const void *data, size_t len);
 
 /* Closes the child's stdin, so it reads EOF. Idempotent. Never waits: a
  * llll_proc_write in progress on another thread finishes (all of its bytes
- * are written) and then closes stdin; later writes return -EBADF. */
+ * are written) and then closes stdin; later writes return -EBADF. -EBADF
+ * when stdin_mode gave the child no pipe. */
 int llll_proc_close_stdin(llll_proc *p);
 
 /* Sends sig (0 means SIGKILL) to the child, or to its process group when
@@ -248,6 +260,45 @@ pid_t llll_proc_pid(const llll_proc *p);
  * Threads already blocked in llll_proc_join/stop return (with the status)
  * before it frees; no llll_proc_write may be in progress. */
 void llll_proc_free(llll_proc *p);
+
+/*
+ * Runs argv to its end and returns what it printed: the whole of
+ * llll_proc_start, write, close_stdin, join and free in one call.
+ *
+ * input_len bytes at input are written to the child's stdin, which is then
+ * closed; they are written while its output is read, so a child that prints
+ * much before it reads cannot block the call. A child that exits without
+ * reading all of them is no error (its status tells). input NULL (input_len
+ * 0): stdin reads /dev/null, or follows opts->stdin_mode when that is
+ * LLLL_STDIN_INHERIT.
+ *
+ * out and err, owned by the caller, receive every byte of stdout and of
+ * stderr (their contents replaced: len 0 first; a buffer is grown only when
+ * too small, so one reused across calls stops allocating). Either may be
+ * NULL: that stream is dropped. The opts' callbacks, if set, are called as
+ * with llll_proc_start, whether or not out and err are given.
+ *
+ * timeout_ms: -1 forever. Once it runs out (0: at once), the child gets
+ * SIGTERM (its group with new_group), 200 ms of grace, then SIGKILL; it is
+ * reaped and the call returns -ETIMEDOUT, with *status set and out and err
+ * holding what was read until then. *status (status may be NULL) is as from
+ * waitpid, set whenever the child was started.
+ *
+ * Errors:
+ * -ETIMEDOUT  timeout_ms ran out: the child was ended as above.
+ * -ENOMEM     out or err could not grow: the child still ran to its end
+ *             (*status set), the buffer holds what came before.
+ * -EINVAL     argv NULL or empty, input NULL with input_len > 0, input
+ *             given with a stdin_mode other than LLLL_STDIN_PIPE, or a
+ *             stdin_mode that is none of the three.
+ * -ENOENT, -EACCES, ... and every other error of llll_proc_start: nothing
+ *             ran, *status is unchanged, out and err are empty.
+ * Thread-safety: any number of threads may run commands at once; out and
+ * err must be distinct buffers that no other thread uses meanwhile.
+ */
+int llll_proc_run(const char *const argv[], const llll_proc_opts *opts,
+                  const void *input, size_t input_len, int timeout_ms,
+                  int *status, llll_buf *out, llll_buf *err);
 
 /* A ready on_stdout/on_stderr: writes the line to this process's stdout,
  * adding '\n' when the line had none, whole lines at once. userdata unused. */
