@@ -16,7 +16,8 @@
  * - Options come as a struct by pointer: NULL, a zeroed struct, or designated
  *   initialisers mean the documented defaults.
  * - timeout_ms: -1 waits forever, 0 does not wait. A wait that runs out returns
- *   -ETIMEDOUT (with 0, -EAGAIN may be returned instead) and changes nothing.
+ *   -ETIMEDOUT and changes nothing. Every timeout field of an options struct
+ *   accepts -1 for forever too.
  * - The library installs no signal handler, needs no global initialisation,
  *   never lets SIGPIPE reach the process, and creates every file descriptor
  *   close-on-exec, so a child started by one thread never inherits another
@@ -27,6 +28,7 @@
 #ifndef LLLL_H
 #define LLLL_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -39,8 +41,13 @@ extern "C" {
 /* ---------------------------------------------------------------- version */
 
 #define LLLL_VERSION_MAJOR 0
-#define LLLL_VERSION_MINOR 1
+#define LLLL_VERSION_MINOR 2
 #define LLLL_VERSION_PATCH 0
+
+/* The same as one number for #if: (MAJOR << 16) | (MINOR << 8) | PATCH, so
+ * "#if LLLL_VERSION_NUMBER >= 0x000200" holds from 0.2.0 on. */
+#define LLLL_VERSION_NUMBER \
+    ((LLLL_VERSION_MAJOR << 16) | (LLLL_VERSION_MINOR << 8) | LLLL_VERSION_PATCH)
 
 /* The version the library was built as, "MAJOR.MINOR.PATCH" (static storage). */
 const char *llll_version(void);
@@ -70,12 +77,12 @@ typedef struct llll_buf {
 /* Frees data and zeroes the struct (which stays usable). Accepts NULL. */
 void llll_buf_free(llll_buf *b);
 
-/* Added to API.md, for codecs and pool functions that fill a buffer: makes
- * cap at least need (growing geometrically, contents and len kept). -ENOMEM
- * leaves b as it was. */
+/* For codecs and pool functions that fill a buffer: makes cap at least need
+ * (growing geometrically, contents and len kept). -ENOMEM leaves b as it
+ * was. */
 int llll_buf_reserve(llll_buf *b, size_t need);
 
-/* Added to API.md: replaces b's contents with a copy of len bytes at data
+/* Replaces b's contents with a copy of len bytes at data
  * (len may be 0), growing b as needed. -ENOMEM leaves b as it was. */
 int llll_buf_set(llll_buf *b, const void *data, size_t len);
 
@@ -94,7 +101,7 @@ typedef struct llll_codec {
 
 /*
  * A channel carries frames: a 4-byte big-endian unsigned length, then that
- * many bytes (the original's framing, so a peer in any language can speak it).
+ * many bytes (Python llll's framing, so a peer in any language can speak it).
  * It runs over a connected stream socket or over two one-way fds.
  *
  * Thread-safety: send and recv may each be called from several threads at
@@ -156,7 +163,7 @@ int llll_sbc_recv_obj(llll_sbc *ch, const llll_codec *c, void **obj, int timeout
 /* Sets the largest frame this end sends or accepts (0 restores the default). */
 void llll_sbc_set_max_frame(llll_sbc *ch, size_t max);
 
-/* Added to API.md: ends both directions of a socket channel without freeing
+/* Ends both directions of a socket channel without freeing
  * it, from any thread: receivers blocked on this end wake with LLLL_EOF (or an
  * error), later sends fail, and the peer sees EOF. A pool uses it to release
  * callers in flight while it is freed. -ENOTSOCK for a channel over pipes. */
@@ -307,8 +314,8 @@ void llll_print_line(void *userdata, const char *line, size_t len);
 /* ------------------------------------------------------ instances (llll.c) */
 
 /*
- * A child that talks to its parent in frames over a socketpair (the
- * original's PythonInstance). The child finds its end with llll_sbc_child()
+ * A child that talks to its parent in frames over a socketpair (Python
+ * llll's PythonInstance). The child finds its end with llll_sbc_child()
  * (a started program gets it on fd 3, LLLL_SBC_FD=3). Its stdin reads code,
  * if any, then EOF (/dev/null without code); code is written by the library
  * thread, so start never blocks on it. Its stdout and stderr go to the
@@ -376,13 +383,13 @@ typedef int llll_serve_fn(void *ctx, const void *arg, size_t len, llll_buf *resu
 
 typedef struct llll_pool_opts {
     llll_instance_opts instance;  /* how each worker is started */
-    int call_timeout_ms;          /* 0: none; past it, that worker is killed and
-                                     replaced, and the call gets -ETIMEDOUT */
+    int call_timeout_ms;          /* 0 or -1: none; past it, that worker is killed
+                                     and replaced, and the call gets -ETIMEDOUT */
     bool no_respawn;              /* a dead worker is replaced unless this is set */
     size_t max_frame;             /* largest argument or result; 0: 64 MiB */
-    int start_timeout_ms;         /* Added to API.md: how long a worker may take to
-                                     send its hello (start, and each replacement);
-                                     0: 10 s; -1: forever */
+    int start_timeout_ms;         /* how long a worker may take to send its hello
+                                     (start, and each replacement); 0: 10 s;
+                                     -1: forever */
 } llll_pool_opts;
 
 /*
@@ -420,7 +427,7 @@ int llll_pool_call(llll_pool *pool, const void *arg, size_t len, llll_buf *resul
  * replaced (with no_respawn, or while a replacement failed to start). */
 int llll_pool_size(const llll_pool *pool);
 
-/* Added to API.md: counters, read at any time from any thread. */
+/* Counters, read at any time from any thread. */
 typedef struct llll_pool_stats {
     uint64_t calls;      /* calls answered by a worker (fn's result either way) */
     uint64_t failures;   /* calls whose fn returned non-zero */
@@ -455,7 +462,7 @@ typedef int llll_map_fn(void *ctx, size_t i);
  * it starts nthread - 1 worker threads and the thread calling map is the
  * last one, so nthread 1 runs every item on the caller. Workers sleep on a
  * condition variable while there is no work and run with every signal
- * blocked. Errors: -EINVAL (nthread < 0), -ENOMEM, -EAGAIN. */
+ * blocked. Errors: -EINVAL (out NULL, nthread < 0), -ENOMEM, -EAGAIN. */
 int llll_mapper_new(llll_mapper **out, int nthread);
 
 /* Calls fn(ctx, i) once for every i in [0, n) and returns when all returned:
@@ -471,8 +478,8 @@ int llll_mapper_map(llll_mapper *m, size_t n, llll_map_fn *fn, void *ctx);
 /* Joins the threads. No map may be running. Accepts NULL. */
 void llll_mapper_free(llll_mapper *m);
 
-/* A bounded blocking FIFO of pointers (capacity >= 1, else -EINVAL; any
- * pointer, NULL included, is an item). Thread-safe. put waits while the queue
+/* A bounded blocking FIFO of pointers (capacity >= 1 and out not NULL, else
+ * -EINVAL; any pointer, NULL included, is an item). Thread-safe. put waits while the queue
  * is full, get while it is empty, up to timeout_ms (measured on
  * CLOCK_MONOTONIC); -ETIMEDOUT when it ran out, also with 0, and then nothing
  * changed. */
@@ -488,7 +495,8 @@ typedef void *llll_gen_fn(void *ctx);
 /* nthread threads (0: the online processors) call fn and keep up to capacity
  * items made ahead (each thread may hold one more while the queue is full).
  * fn must be thread-safe when nthread > 1; it runs with every signal blocked.
- * Errors: -EINVAL (capacity 0, fn NULL, nthread < 0), -ENOMEM, -EAGAIN. */
+ * Errors: -EINVAL (out NULL, capacity 0, fn NULL, nthread < 0), -ENOMEM,
+ * -EAGAIN. */
 int llll_gen_new(llll_gen **out, llll_gen_fn *fn, void *ctx, int nthread, size_t capacity);
 
 /* The next item. LLLL_EOF once every thread stopped and all items were taken;

@@ -183,6 +183,8 @@ static void stop_workers(llll_mapper *m, int started)
 
 int llll_mapper_new(llll_mapper **out, int nthread)
 {
+    if (!out)
+        return -EINVAL;
     *out = NULL;
     if (nthread < 0 || nthread > MAX_THREADS)
         return -EINVAL;
@@ -350,6 +352,8 @@ static int fifo_wait(llll_fifo *q, pthread_cond_t *cv, int timeout_ms, const str
 
 int llll_fifo_new(llll_fifo **out, size_t capacity)
 {
+    if (!out)
+        return -EINVAL;
     *out = NULL;
     llll_fifo *q = malloc(sizeof *q);
     if (!q)
@@ -466,6 +470,8 @@ static void stop_producers(llll_gen *g, int started)
 
 int llll_gen_new(llll_gen **out, llll_gen_fn *fn, void *ctx, int nthread, size_t capacity)
 {
+    if (!out)
+        return -EINVAL;
     *out = NULL;
     if (!fn || nthread < 0 || nthread > MAX_THREADS)
         return -EINVAL;

@@ -451,7 +451,7 @@ static int pool_new(llll_pool **out, const char *const argv[], llll_serve_fn *fn
     static const llll_pool_opts defaults;
     if (!opts)
         opts = &defaults;
-    if (nproc < 0 || opts->call_timeout_ms < 0 || opts->start_timeout_ms < -1)
+    if (nproc < 0 || opts->call_timeout_ms < -1 || opts->start_timeout_ms < -1)
         return -EINVAL;
     if (nproc == 0) {
         long c = sysconf(_SC_NPROCESSORS_ONLN);

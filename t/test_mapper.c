@@ -675,6 +675,16 @@ START_TEST(gen_new_rejects_capacity_zero_and_a_missing_fn)
 }
 END_TEST
 
+START_TEST(mapper_fifo_and_gen_constructors_reject_a_null_out)
+{
+    ck_assert_int_eq(llll_mapper_new(NULL, 1), -EINVAL);
+    ck_assert_int_eq(llll_fifo_new(NULL, 4), -EINVAL);
+    count_ctx c = COUNT_CTX(1);
+    ck_assert_int_eq(llll_gen_new(NULL, count_fn, &c, 1, 4), -EINVAL);
+    ck_assert_uint_eq(c.calls, 0);
+}
+END_TEST
+
 static Suite *gen_suite(void)
 {
     Suite *s = suite_create("gen");
@@ -686,6 +696,7 @@ static Suite *gen_suite(void)
     tcase_add_test(tc, gen_free_returns_while_its_threads_are_blocked_on_a_full_queue);
     tcase_add_test(tc, gen_free_of_an_untouched_generator_returns);
     tcase_add_test(tc, gen_new_rejects_capacity_zero_and_a_missing_fn);
+    tcase_add_test(tc, mapper_fifo_and_gen_constructors_reject_a_null_out);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -596,6 +596,17 @@ START_TEST(start_times_out_on_a_program_that_never_says_hello)
 }
 END_TEST
 
+START_TEST(timeouts_of_minus_one_mean_forever_and_below_is_einval)
+{
+    llll_pool *p = start_worker_pool(1, &(llll_pool_opts){ .call_timeout_ms = -1, .start_timeout_ms = -1 });
+    ck_assert_int_eq(call_num(p, "sq 7"), 49);
+    llll_pool_free(p);
+    ck_assert_int_eq(llll_pool_start(&p, worker(), 1, &(llll_pool_opts){ .call_timeout_ms = -2 }), -EINVAL);
+    ck_assert_int_eq(llll_pool_start(&p, worker(), 1, &(llll_pool_opts){ .start_timeout_ms = -2 }), -EINVAL);
+    assert_no_child();
+}
+END_TEST
+
 START_TEST(start_rejects_a_worker_of_another_protocol_version)
 {
     int fds = count_fds();
@@ -885,6 +896,7 @@ static Suite *pool_suite(void)
     tcase_add_test(tc, start_fails_on_a_program_that_exits_without_hello);
     tcase_add_test(tc, start_times_out_on_a_program_that_never_says_hello);
     tcase_add_test(tc, start_rejects_a_worker_of_another_protocol_version);
+    tcase_add_test(tc, timeouts_of_minus_one_mean_forever_and_below_is_einval);
     tcase_add_test(tc, start_reports_enoent_for_a_missing_program);
     tcase_add_test(tc, nproc_zero_starts_one_worker_per_online_cpu);
     tcase_add_test(tc, serve_returns_enoent_outside_a_worker);
