@@ -215,10 +215,10 @@ enum { LLLL_STDIN_PIPE = 0, LLLL_STDIN_NULL = 1, LLLL_STDIN_INHERIT = 2 };
 
 /*
  * Starts argv[0] (looked up in PATH when it has no '/') with argv, its stdin a
- * pipe (see llll_proc_write), its stdout and stderr read by a library thread
- * that calls the callbacks. The spawn does not copy the parent's memory
- * (vfork-style), so it costs the same however large the parent is, and it is
- * safe while other threads run.
+ * pipe unless stdin_mode says otherwise (see llll_proc_write), its stdout
+ * and stderr read by a library thread that calls the callbacks. The spawn
+ * does not copy the parent's memory (vfork-style), so it costs the same
+ * however large the parent is, and it is safe while other threads run.
  *
  * Callbacks of one child run on one library thread, never two at once, every
  * line callback before on_end. The end is seen when the child exits even while
@@ -227,8 +227,8 @@ enum { LLLL_STDIN_PIPE = 0, LLLL_STDIN_NULL = 1, LLLL_STDIN_INHERIT = 2 };
  * llll_proc_join/stop on their own child (-EDEADLK).
  *
  * Errors: the errno of an exec that failed (-ENOENT, -EACCES, -ENOEXEC, ...)
- * or of chdir(cwd), with no child left behind; -EINVAL for an empty argv;
- * -ENOMEM, -EAGAIN.
+ * or of chdir(cwd), with no child left behind; -EINVAL for an empty argv
+ * or an unknown stdin_mode; -ENOMEM, -EAGAIN.
  */
 int llll_proc_start(llll_proc **out, const char *const argv[], const llll_proc_opts *opts);
 
@@ -479,10 +479,10 @@ int llll_mapper_map(llll_mapper *m, size_t n, llll_map_fn *fn, void *ctx);
 void llll_mapper_free(llll_mapper *m);
 
 /* A bounded blocking FIFO of pointers (capacity >= 1 and out not NULL, else
- * -EINVAL; any pointer, NULL included, is an item). Thread-safe. put waits while the queue
- * is full, get while it is empty, up to timeout_ms (measured on
- * CLOCK_MONOTONIC); -ETIMEDOUT when it ran out, also with 0, and then nothing
- * changed. */
+ * -EINVAL; any pointer, NULL included, is an item). Thread-safe. put waits
+ * while the queue is full, get while it is empty, up to timeout_ms (measured
+ * on CLOCK_MONOTONIC); -ETIMEDOUT when it ran out, also with 0, and then
+ * nothing changed. */
 int llll_fifo_new(llll_fifo **out, size_t capacity);
 int llll_fifo_put(llll_fifo *q, void *item, int timeout_ms);
 int llll_fifo_get(llll_fifo *q, void **item, int timeout_ms);
