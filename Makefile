@@ -1,11 +1,13 @@
 # llll - build, test, demo, bench. GNU make.
 #   make            libllll.a and libllll.so
-#   make test       every test in t/ (Check); SANITIZE=1 for ASan+UBSan
+#   make test       every test in t/ (Check); SANITIZE=1 for ASan+UBSan;
+#                   CK_VERBOSITY=verbose lists every test with its time
 #   make demo       build and run examples/
 #   make bench      build and run bench/ (ratios against a baseline in the same run)
 #   make fuzz       libFuzzer on the frame reader (clang), FUZZ_SECONDS=60
-# CC, CFLAGS, LDFLAGS and LDLIBS from the command line are honoured; the warning
-# flags and -std=c11 -pthread are always added.
+# CC, CPPFLAGS, CFLAGS, LDFLAGS, LDLIBS and PKG_CONFIG from the command line
+# are honoured (CC, CPPFLAGS and PKG_CONFIG from the environment too); the
+# warning flags and -std=c11 -pthread are always added.
 
 MAJOR := $(shell sed -n 's/^\#define LLLL_VERSION_MAJOR \([0-9]*\)/\1/p' llll.h)
 MINOR := $(shell sed -n 's/^\#define LLLL_VERSION_MINOR \([0-9]*\)/\1/p' llll.h)
@@ -26,7 +28,7 @@ SAN =
 B = build
 endif
 
-ALL_CFLAGS = $(BASE) $(SAN) $(CFLAGS)
+ALL_CFLAGS = $(BASE) $(SAN) $(CPPFLAGS) $(CFLAGS)
 ALL_LDFLAGS = -pthread $(SAN) $(LDFLAGS)
 
 SRCS = llll.c sbc.c pool.c mapper.c
@@ -66,25 +68,47 @@ $(B)/libllll.so: $(LIB_SO)
 	ln -sf $(SONAME) $@
 
 # ---------------------------------------------------------------- tests
-# Check is found with pkg-config; without it, test installs Debian's 'check'
-# (as root with apt-get) or stops with a one-line hint.
-check-dep:
-	@pkg-config --exists check 2>/dev/null && exit 0; \
+# Check's flags come from $(PKG_CONFIG), else from a test link: -lcheck alone,
+# or with what a static libcheck needs (Debian's links subunit). check-dep
+# writes them to $(B)/check.mk for the run-tests that follows. Without Check,
+# as root with apt-get, it installs Debian's check and pkg-config (so this
+# happens once); otherwise it stops with a one-line hint.
+PKG_CONFIG ?= pkg-config
+CHECK_MK = $(B)/check.mk
+CHECK_PROBE = $(B)/t/check-probe
+
+check-dep: | $(B)/.dirs
+	@find_check() { \
+	  if cf=$$($(PKG_CONFIG) --cflags check 2>/dev/null) && cl=$$($(PKG_CONFIG) --libs check 2>/dev/null); then :; else \
+	    cf=; cl=; \
+	    printf '#include <check.h>\nint main(void) { return srunner_ntests_run(0); }\n' > $(CHECK_PROBE).c; \
+	    for l in "-lcheck" "-lcheck -lsubunit -lm -lrt"; do \
+	      if $(CC) $(ALL_CFLAGS) -o $(CHECK_PROBE) $(CHECK_PROBE).c $(ALL_LDFLAGS) $$l $(LDLIBS) >/dev/null 2>&1; then cl=$$l; break; fi; \
+	    done; \
+	    rm -f $(CHECK_PROBE) $(CHECK_PROBE).c; \
+	    [ -n "$$cl" ] || return 1; \
+	  fi; \
+	  printf 'CHECK_CFLAGS = %s\nCHECK_LIBS = %s\n' "$$cf" "$$cl" > $(CHECK_MK).new; \
+	  if cmp -s $(CHECK_MK).new $(CHECK_MK); then rm $(CHECK_MK).new; else mv $(CHECK_MK).new $(CHECK_MK); fi; \
+	}; \
+	find_check && exit 0; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "llll: the tests need Check; installing the Debian package 'check' with apt-get"; \
-	  (apt-get install -y -qq check >/dev/null 2>&1 || \
-	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq check >/dev/null 2>&1)) && exit 0; \
+	  echo "llll: the tests need Check; installing the Debian packages 'check' and 'pkg-config' with apt-get"; \
+	  (apt-get install -y -qq check pkg-config >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null 2>&1; apt-get install -y -qq check pkg-config >/dev/null 2>&1)) && \
+	  find_check && exit 0; \
 	fi; \
-	echo "llll: the tests need Check (https://libcheck.github.io/check/): install it, e.g. 'apt-get install check' on Debian, then run 'make test' again" >&2; \
+	echo "llll: the tests need Check (https://libcheck.github.io/check/): install it, e.g. 'apt-get install check pkg-config' on Debian, then run 'make test' again" >&2; \
 	exit 1
 
 test: check-dep
 	@$(MAKE) --no-print-directory run-tests
 
-CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
-CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
+-include $(CHECK_MK)
+CHECK_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
+CHECK_LIBS ?= $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 
-$(B)/t/run: t/main.c $(TEST_SRCS) t/t.h $(LIB_A) | $(B)/.dirs
+$(B)/t/run: t/main.c $(TEST_SRCS) t/t.h $(LIB_A) $(wildcard $(CHECK_MK)) | $(B)/.dirs
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -I. -o $@ t/main.c $(TEST_SRCS) $(ALL_LDFLAGS) $(LIB_A) $(CHECK_LIBS) $(LDLIBS)
 
 $(B)/t/helper_%: t/helper_%.c t/t.h $(LIB_A) | $(B)/.dirs
@@ -162,12 +186,25 @@ uninstall:
 	  $(DESTDIR)$(LIBDIR)/libllll.so $(DESTDIR)$(PKGCONFIGDIR)/llll.pc
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man3/,$(notdir $(MANPAGES)) $(addsuffix .3,$(FUNCS)))
 
-# Installs into a temporary DESTDIR, then builds t/smoke.c against it with
-# pkg-config, fully static, runs it, shows a man page, and uninstalls.
+# Checks that the man pages name (NAME) and declare (SYNOPSIS) exactly the
+# functions of llll.h, installs into a temporary DESTDIR, then builds
+# t/smoke.c against it with pkg-config, fully static, runs it, shows a man
+# page, and uninstalls.
 test-install: all
+	@hdr=$$(printf '%s\n' $(FUNCS) | sort -u); \
+	named=$$(sed -n '/^\.SH NAME/,/^\.SH [^N]/p' man/*.3 | grep -o 'llll_[a-z_]*' | sort -u); \
+	declared=$$(sed -n '/^\.SH SYNOPSIS/,/^\.SH [^S]/p' man/*.3 | grep -v typedef | grep -o 'llll_[a-z_]*([a-z]' | sed 's/(.//' | sort -u); \
+	for w in named declared; do \
+	  eval "m=\$$$$w"; \
+	  only_h=$$(printf '%s\n' "$$hdr" | grep -vxF "$$m" || true); \
+	  only_m=$$(printf '%s\n' "$$m" | grep -vxF "$$hdr" || true); \
+	  [ -z "$$only_h" ] || { echo "test-install: in llll.h but not $$w in a man page:" $$only_h; exit 1; }; \
+	  [ -z "$$only_m" ] || { echo "test-install: $$w in a man page but not in llll.h:" $$only_m; exit 1; }; \
+	done; \
+	echo "test-install: the man pages name and declare the $$(printf '%s\n' "$$hdr" | wc -l) functions of llll.h, no more"
 	@set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
 	$(MAKE) --no-print-directory -s install DESTDIR="$$d" PREFIX=/usr; \
-	flags=$$(PKG_CONFIG_PATH="$$d/usr/lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$$d" pkg-config --static --cflags --libs llll); \
+	flags=$$(PKG_CONFIG_PATH="$$d/usr/lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$$d" $(PKG_CONFIG) --static --cflags --libs llll); \
 	echo "test-install: cc t/smoke.c $$flags -static"; \
 	$(CC) -std=c11 $(WARN) $(CFLAGS) -o "$$d/smoke" t/smoke.c $$flags -static; \
 	"$$d/smoke"; \
