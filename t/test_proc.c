@@ -990,11 +990,13 @@ START_TEST(stdin_inherit_reads_the_parents_stdin)
     ck_assert_str_eq(c.out.data, "from the parent\n");
     llll_proc_free(p);
     cap_free(&c);
+    stdin_restore(saved);
 
     /* llll_proc_run follows it when it has no input. */
     saved = stdin_from("again\n");
     llll_buf out = LLLL_BUF_INIT;
-    ck_assert_int_eq(llll_proc_run(argv, &o, NULL, 0, -1, &st, &out, NULL), 0);
+    llll_proc_opts inherit = {.stdin_mode = LLLL_STDIN_INHERIT};
+    ck_assert_int_eq(llll_proc_run(argv, &inherit, NULL, 0, -1, &st, &out, NULL), 0);
     stdin_restore(saved);
     ck_assert_uint_eq(out.len, 6);
     ck_assert(memcmp(out.data, "again\n", 6) == 0);
