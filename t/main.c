@@ -69,10 +69,13 @@ int main(void)
     setenv("CK_DEFAULT_TIMEOUT", "10", 0);
     /* The tests depend on no environment they did not set: programs come
      * from the usual folders whatever PATH make was given, text tools work
-     * in one locale, and no channel of a parent llll is taken for ours. */
+     * in one locale, sh reads no startup file or options of the caller's,
+     * and no channel of a parent llll is taken for ours. */
     setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
     setenv("LC_ALL", "C", 1);
-    unsetenv("LLLL_SBC_FD");
+    static const char *const drop[] = {"LLLL_SBC_FD", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "CDPATH"};
+    for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++)
+        unsetenv(drop[i]);
     if (nmakers == 0)
         return 1;
     SRunner *sr = srunner_create(makers[0]());
