@@ -1319,7 +1319,7 @@ static int run_feed(llll_proc *p, const char *d, size_t n, const struct timespec
         if (w >= 0) {
             d += w;
             n -= (size_t)w;
-        } else if (errno == EAGAIN) {
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
             struct pollfd f = {p->in_fd, POLLOUT, 0};
             int r = poll(&f, 1, ms_until(dl));
             if (r == 0)
