@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #define RBUF_SIZE ((size_t)64 << 10)
-/* Socket buffers of a few MiB: 2.4-3x on large frames (see PERF.md). */
+/* Socket buffers of a few MiB: 2.4-3x faster on large frames. */
 #define PAIR_SOCKBUF (4 << 20)
 
 struct llll_sbc {

@@ -1,6 +1,6 @@
 /* mapper.c - the mapper in three uses:
  * 1. a million cheap items on threads (results written by index);
- * 2. the original's composition: a map whose fn is llll_pool_call, so each
+ * 2. Python llll's composition: a map whose fn is llll_pool_call, so each
  *    mapper thread keeps one worker process busy, results in order;
  * 3. a generator: two threads make items ahead, the main thread takes them. */
 #define _GNU_SOURCE
