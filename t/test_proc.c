@@ -1138,6 +1138,28 @@ START_TEST(run_kills_a_child_that_ignores_sigterm_after_the_grace)
 }
 END_TEST
 
+START_TEST(run_timeout_ends_the_whole_group_with_new_group)
+{
+    /* The orphaned sleep becomes our child, so we can see how it ended: by
+     * the SIGTERM sent to the group (else the wait below takes 30 s and the
+     * case times out). */
+    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    const char *argv[] = {"sh", "-c", "sleep 30 & echo $!; wait", NULL};
+    llll_proc_opts o = {.new_group = true};
+    llll_buf out = LLLL_BUF_INIT;
+    int st;
+    for (int ms = 50; out.len == 0; ms *= 2)
+        ck_assert_int_eq(llll_proc_run(argv, &o, NULL, 0, ms, &st, &out, NULL), -ETIMEDOUT);
+    char pid[32] = "";
+    memcpy(pid, out.data, out.len < sizeof pid - 1 ? out.len : sizeof pid - 1);
+    pid_t g = (pid_t)atoi(pid);
+    ck_assert_int_gt(g, 1);
+    ck_assert_int_eq(waitpid(g, &st, 0), g);
+    ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM);
+    llll_buf_free(&out);
+}
+END_TEST
+
 START_TEST(run_times_out_while_a_child_does_not_read_its_input)
 {
     /* The input does not fit in the pipe and the child never reads it: the
@@ -1332,6 +1354,7 @@ static Suite *proc_suite(void)
     tcase_add_test(run, run_is_no_error_when_the_child_does_not_read_its_input);
     tcase_add_test(run, run_times_out_with_what_was_read_and_the_child_gone);
     tcase_add_test(run, run_kills_a_child_that_ignores_sigterm_after_the_grace);
+    tcase_add_test(run, run_timeout_ends_the_whole_group_with_new_group);
     tcase_add_test(run, run_times_out_while_a_child_does_not_read_its_input);
     tcase_add_test(run, run_with_null_buffers_drops_the_streams_or_gives_them_to_callbacks);
     tcase_add_test(run, run_reports_start_errors_and_rejects_bad_arguments);
