@@ -1065,23 +1065,25 @@ END_TEST
 
 START_TEST(run_feeds_big_input_to_a_child_that_first_prints_big_output)
 {
-    /* The child prints 2 MiB before it reads anything, then echoes 8 MiB of
+    /* The child prints 1 MiB before it reads anything, then echoes 4 MiB of
      * input: stdin and stdout pipes both fill. A writer that blocked the
      * reading would deadlock (the case would time out). */
-    enum { IN = 8 << 20, PRE = 2 << 20 };
+    enum { IN = 4 << 20, PRE = 1 << 20 };
     char *data = malloc(IN);
     ck_assert_ptr_nonnull(data);
     for (size_t i = 0; i < IN; i++)
         data[i] = (char)('a' + i % 26);
-    const char *argv[] = {"sh", "-c", "head -c 2097152 /dev/zero; cat; head -c 100000 /dev/zero >&2", NULL};
+    const char *argv[] = {"sh", "-c", "head -c 1048576 /dev/zero; cat; head -c 100000 /dev/zero >&2", NULL};
     llll_buf out = LLLL_BUF_INIT, err = LLLL_BUF_INIT;
     int st;
     ck_assert_int_eq(llll_proc_run(argv, NULL, data, IN, -1, &st, &out, &err), 0);
     ck_assert_int_eq(st, 0);
     ck_assert_uint_eq(out.len, PRE + IN);
-    for (size_t i = 0; i < PRE; i++)
-        ck_assert_int_eq(((char *)out.data)[i], 0);
+    char *zeros = calloc(1, PRE);
+    ck_assert_ptr_nonnull(zeros);
+    ck_assert(memcmp(out.data, zeros, PRE) == 0);
     ck_assert(memcmp((char *)out.data + PRE, data, IN) == 0);
+    free(zeros);
     ck_assert_uint_eq(err.len, 100000);
     llll_buf_free(&out);
     llll_buf_free(&err);
@@ -1157,6 +1159,56 @@ START_TEST(run_timeout_ends_the_whole_group_with_new_group)
     ck_assert_int_eq(waitpid(g, &st, 0), g);
     ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM);
     llll_buf_free(&out);
+}
+END_TEST
+
+START_TEST(run_with_timeout_0_ends_the_child_at_once)
+{
+    const char *argv[] = {"sleep", "30", NULL};
+    int st = -1;
+    ck_assert_int_eq(llll_proc_run(argv, NULL, NULL, 0, 0, &st, NULL, NULL), -ETIMEDOUT);
+    ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM);
+    assert_no_child_left();
+}
+END_TEST
+
+typedef struct {
+    int id, bad;
+} runner;
+
+static void *run_many(void *arg)
+{
+    runner *r = arg;
+    char word[16], want[32];
+    snprintf(word, sizeof word, "t%d", r->id);
+    const char *argv[] = {"sh", "-c", "cat; echo \"$0\" >&2", word, NULL};
+    llll_buf out = LLLL_BUF_INIT, err = LLLL_BUF_INIT;
+    for (int i = 0; i < 20; i++) {
+        int n = snprintf(want, sizeof want, "%s-%d\n", word, i);
+        int st = -1;
+        if (llll_proc_run(argv, NULL, want, (size_t)n, -1, &st, &out, &err) != 0 || st != 0 ||
+            out.len != (size_t)n || memcmp(out.data, want, (size_t)n) != 0 ||
+            err.len != strlen(word) + 1 || memcmp(err.data, word, strlen(word)) != 0)
+            r->bad++;
+    }
+    llll_buf_free(&out);
+    llll_buf_free(&err);
+    return NULL;
+}
+
+START_TEST(run_from_four_threads_at_once_gives_each_its_own_output)
+{
+    pthread_t t[4];
+    runner r[4];
+    for (int i = 0; i < 4; i++) {
+        r[i] = (runner){.id = i};
+        ck_assert_int_eq(pthread_create(&t[i], NULL, run_many, &r[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert_int_eq(r[i].bad, 0);
+    }
+    assert_no_child_left();
 }
 END_TEST
 
@@ -1356,6 +1408,8 @@ static Suite *proc_suite(void)
     tcase_add_test(run, run_kills_a_child_that_ignores_sigterm_after_the_grace);
     tcase_add_test(run, run_timeout_ends_the_whole_group_with_new_group);
     tcase_add_test(run, run_times_out_while_a_child_does_not_read_its_input);
+    tcase_add_test(run, run_with_timeout_0_ends_the_child_at_once);
+    tcase_add_test(run, run_from_four_threads_at_once_gives_each_its_own_output);
     tcase_add_test(run, run_with_null_buffers_drops_the_streams_or_gives_them_to_callbacks);
     tcase_add_test(run, run_reports_start_errors_and_rejects_bad_arguments);
     tcase_add_test(run, run_reuses_the_callers_buffer_without_growing_it);
