@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1162,6 +1163,50 @@ START_TEST(run_timeout_ends_the_whole_group_with_new_group)
 }
 END_TEST
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define T_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define T_SANITIZED 1
+#endif
+#endif
+
+/* This process's address space in bytes (VmSize). */
+static size_t vm_size(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    ck_assert_ptr_nonnull(f);
+    char line[256];
+    size_t kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmSize: %zu kB", &kb) == 1)
+            break;
+    fclose(f);
+    ck_assert_uint_gt(kb, 0);
+    return kb << 10;
+}
+
+START_TEST(run_reports_enomem_when_out_cannot_grow_and_still_runs_the_child_to_its_end)
+{
+#ifdef T_SANITIZED
+    printf("run_reports_enomem_...: skipped, a sanitizer's shadow memory needs the address space\n");
+    return;
+#endif
+    /* 64 MiB more address space than now, 256 MiB of output. */
+    struct rlimit rl;
+    ck_assert_int_eq(getrlimit(RLIMIT_AS, &rl), 0);
+    rl.rlim_cur = vm_size() + (64 << 20);
+    ck_assert_int_eq(setrlimit(RLIMIT_AS, &rl), 0);
+    const char *argv[] = {"head", "-c", "268435456", "/dev/zero", NULL};
+    llll_buf out = LLLL_BUF_INIT;
+    int st = -1;
+    ck_assert_int_eq(llll_proc_run(argv, NULL, NULL, 0, -1, &st, &out, NULL), -ENOMEM);
+    ck_assert_int_eq(st, 0);
+    ck_assert_uint_lt(out.len, 256u << 20);
+    llll_buf_free(&out);
+}
+END_TEST
+
 START_TEST(run_with_timeout_0_ends_the_child_at_once)
 {
     const char *argv[] = {"sleep", "30", NULL};
@@ -1409,6 +1454,7 @@ static Suite *proc_suite(void)
     tcase_add_test(run, run_timeout_ends_the_whole_group_with_new_group);
     tcase_add_test(run, run_times_out_while_a_child_does_not_read_its_input);
     tcase_add_test(run, run_with_timeout_0_ends_the_child_at_once);
+    tcase_add_test(run, run_reports_enomem_when_out_cannot_grow_and_still_runs_the_child_to_its_end);
     tcase_add_test(run, run_from_four_threads_at_once_gives_each_its_own_output);
     tcase_add_test(run, run_with_null_buffers_drops_the_streams_or_gives_them_to_callbacks);
     tcase_add_test(run, run_reports_start_errors_and_rejects_bad_arguments);
