@@ -8,7 +8,7 @@
  *   stalled    as truncated, but waits instead of exiting
  *   nohello    never says hello, waits
  *   extra      hello, then answers each request correctly ("ok" and status
- *              0) followed by a second, unasked frame "stray"
+ *              0) followed by a second, unasked frame "stray", in one write
  *   close      hello, then at the first request closes the channel and waits
  * Waiting is pause(): the pool must kill it. */
 #define _GNU_SOURCE
@@ -106,8 +106,10 @@ int main(int argc, char **argv)
                 return 0;
             wait_forever();
         } else if (strcmp(mode, "extra") == 0) {
-            put_frame("ok\0", 3);
-            put_frame("stray\0", 6);
+            /* One write, so the stray frame is there before the reply is
+             * read: a master that looks finds it before its next request. */
+            static const char both[] = "\0\0\0\3ok\0\0\0\0\6stray\0";
+            put(both, sizeof both - 1);
         } else if (strcmp(mode, "close") == 0) {
             close(fd);
             wait_forever();
