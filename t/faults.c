@@ -12,9 +12,11 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -171,6 +173,8 @@ static const char *const *argv_of(const char *helper, const char *arg)
 
 /* ------------------------------------------------------------ the EINTR storm */
 
+#define STORM_ROUNDS 5000      /* of signals to every thread; each workload
+                                 repeats until then, and at least: */
 #define STORM_CALLS 2000
 #define STORM_FRAMES 1000
 #define STORM_FRAME_SIZE (64 * 1024)
@@ -193,6 +197,7 @@ struct storm {
     _Atomic int running;       /* workloads not done yet */
     _Atomic long errors, calls;
     _Atomic int hit;           /* workloads that took at least one signal */
+    _Atomic bool over;         /* the storm made its STORM_ROUNDS */
     llll_pool *pool;
     llll_sbc *a, *b;
     llll_mapper *mapper;
@@ -210,10 +215,10 @@ static void *pool_calls(void *arg)
 {
     struct storm *s = arg;
     llll_buf res = LLLL_BUF_INIT;
-    for (int i = 0; i < STORM_CALLS; i++) {
+    for (int i = 0; i < STORM_CALLS || !atomic_load(&s->over); i++) {
         char req[32], want[32];
         snprintf(req, sizeof req, "sq %d", i);
-        snprintf(want, sizeof want, "%d", i * i);
+        snprintf(want, sizeof want, "%lld", (long long)i * i);
         int rc = llll_pool_call(s->pool, req, strlen(req), &res);
         if (rc || res.len != strlen(want) || memcmp(res.data, want, res.len) != 0) {
             fprintf(stderr, "storm: pool call %d: %s\n", i, llll_strerror(rc));
@@ -230,7 +235,8 @@ static void *frames_out(void *arg)
 {
     struct storm *s = arg;
     char *buf = malloc(STORM_FRAME_SIZE);
-    for (int i = 0; i < STORM_FRAMES; i++) {
+    ck_assert_ptr_nonnull(buf);
+    for (int i = 0; i <= STORM_FRAMES || !atomic_load(&s->over); i++) {
         memset(buf, 'a' + i % 26, STORM_FRAME_SIZE);
         int rc = llll_sbc_send(s->a, buf, STORM_FRAME_SIZE);
         if (rc) {
@@ -239,6 +245,8 @@ static void *frames_out(void *arg)
         }
         atomic_fetch_add(&s->calls, 1);
     }
+    if (llll_sbc_send(s->a, NULL, 0))   /* the end */
+        atomic_fetch_add(&s->errors, 1);
     free(buf);
     done(s);
     return NULL;
@@ -248,14 +256,17 @@ static void *frames_in(void *arg)
 {
     struct storm *s = arg;
     llll_buf f = LLLL_BUF_INIT;
-    for (int i = 0; i < STORM_FRAMES; i++) {
+    for (int i = 0;; i++) {
         int rc = llll_sbc_recv(s->b, &f, -1);
         const char *d = f.data;
+        atomic_fetch_add(&s->calls, 1);
+        if (rc == 0 && f.len == 0 && i > STORM_FRAMES)
+            break;
         if (rc || f.len != STORM_FRAME_SIZE || d[0] != 'a' + i % 26 || d[f.len - 1] != 'a' + i % 26) {
             fprintf(stderr, "storm: recv %d: %s\n", i, llll_strerror(rc));
             atomic_fetch_add(&s->errors, 1);
+            break;
         }
-        atomic_fetch_add(&s->calls, 1);
     }
     llll_buf_free(&f);
     done(s);
@@ -275,7 +286,7 @@ static void *line_reads(void *arg)
     char n[16];
     snprintf(n, sizeof n, "%d", STORM_LINES);
     const char *argv[] = { "seq", "1", n, NULL };
-    for (int i = 0; i < STORM_RUNS; i++) {
+    for (int i = 0; i < STORM_RUNS || !atomic_load(&s->over); i++) {
         _Atomic long lines = 0;
         llll_proc_opts o = { .on_stdout = count_line, .userdata = &lines };
         llll_proc *p = NULL;
@@ -298,7 +309,7 @@ static void *join_stop(void *arg)
 {
     struct storm *s = arg;
     const char *argv[] = { "sleep", "30", NULL };
-    for (int i = 0; i < STORM_STOPS; i++) {
+    for (int i = 0; i < STORM_STOPS || !atomic_load(&s->over); i++) {
         llll_proc *p = NULL;
         int st = -1;
         int rc = llll_proc_start(&p, argv, NULL);
@@ -330,7 +341,7 @@ static int add_index(void *ctx, size_t i)
 static void *maps(void *arg)
 {
     struct storm *s = arg;
-    for (int i = 0; i < STORM_MAPS; i++) {
+    for (int i = 0; i < STORM_MAPS || !atomic_load(&s->over); i++) {
         atomic_store(&map_sum, 0);
         int rc = llll_mapper_map(s->mapper, STORM_ITEMS, add_index, NULL);
         if (rc || map_sum != (long)STORM_ITEMS * (STORM_ITEMS - 1) / 2) {
@@ -343,25 +354,44 @@ static void *maps(void *arg)
     return NULL;
 }
 
-/* Sends SIGUSR1 to every other thread of this process, every ~100 us,
- * until the workloads are done; returns the number sent. */
-static long storm_signals(struct storm *s)
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Sends SIGUSR1 to every other thread of this process, every ~100 us (the
+ * list of threads read again every 10 rounds), until the workloads are
+ * done; returns the number sent, *rounds and *seconds say how often. */
+static long storm_signals(struct storm *s, long *rounds, double *seconds)
 {
     long sent = 0;
-    pid_t self = (pid_t)syscall(SYS_gettid);
-    while (atomic_load(&s->running) > 0) {
-        DIR *d = opendir("/proc/self/task");
-        ck_assert_ptr_nonnull(d);
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            pid_t tid = (pid_t)atoi(e->d_name);
-            if (tid > 0 && tid != self && syscall(SYS_tgkill, getpid(), tid, SIGUSR1) == 0)
-                sent++;
+    pid_t self = (pid_t)syscall(SYS_gettid), pid = getpid();
+    pid_t tids[256];
+    int n = 0;
+    double t0 = now_s();
+    prctl(PR_SET_TIMERSLACK, 1UL);
+    for (*rounds = 0; atomic_load(&s->running) > 0; ++*rounds) {
+        if (*rounds == STORM_ROUNDS)
+            atomic_store(&s->over, true);
+        if (*rounds % 10 == 0) {
+            DIR *d = opendir("/proc/self/task");
+            ck_assert_ptr_nonnull(d);
+            struct dirent *e;
+            for (n = 0; (e = readdir(d)) != NULL && n < 256;) {
+                pid_t tid = (pid_t)atoi(e->d_name);
+                if (tid > 0 && tid != self)
+                    tids[n++] = tid;
+            }
+            closedir(d);
         }
-        closedir(d);
+        for (int i = 0; i < n; i++)
+            sent += syscall(SYS_tgkill, pid, tids[i], SIGUSR1) == 0;
         struct timespec ts = { 0, 100000 };
         nanosleep(&ts, NULL);
     }
+    *seconds = now_s() - t0;
     return sent;
 }
 
@@ -385,7 +415,9 @@ START_TEST(an_eintr_storm_on_every_thread_makes_no_call_fail)
     sigemptyset(&block);
     sigaddset(&block, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &block, &old);
-    long sent = storm_signals(&s);
+    long rounds;
+    double seconds;
+    long sent = storm_signals(&s, &rounds, &seconds);
     for (int i = 0; i < 6; i++)
         pthread_join(t[i], NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -395,8 +427,10 @@ START_TEST(an_eintr_storm_on_every_thread_makes_no_call_fail)
     llll_sbc_close(s.b);
     llll_mapper_free(s.mapper);
     signal(SIGUSR1, SIG_IGN);
-    fprintf(stderr, "faults: EINTR storm: %ld signals sent, %ld delivered (%d of 6 workloads hit), %ld calls, %ld errors\n",
-            sent, (long)delivered, (int)s.hit, (long)s.calls, (long)s.errors);
+    fprintf(stderr, "faults: EINTR storm: %ld rounds in %.1f s (one per %.0f us), %ld signals sent, "
+            "%ld delivered (%d of 6 workloads hit), %ld calls, %ld errors\n",
+            rounds, seconds, seconds * 1e6 / (double)(rounds ? rounds : 1), sent, (long)delivered,
+            (int)s.hit, (long)s.calls, (long)s.errors);
     ck_assert_int_eq(s.errors, 0);
     ck_assert_int_eq(s.hit, 6);
     assert_nothing_left(h, "EINTR storm");
