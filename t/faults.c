@@ -116,6 +116,18 @@ static struct held held_now(void)
     return h;
 }
 
+/* The threads this process had before the case made any object. */
+static int base_threads;
+
+/* What this process holds once the threads of objects already freed have
+ * left /proc (an ending thread stays listed a moment after its join). */
+static struct held held_settled(void)
+{
+    for (int i = 0; i < 200000 && count_dir("/proc/self/task") > base_threads; i++)
+        sched_yield();
+    return held_now();
+}
+
 /* Asserts that this process holds what it held at h and has no child. A
  * joined thread's task may stay listed a moment after pthread_join returned,
  * and a library thread may free its last block just before it ends: both
@@ -155,6 +167,7 @@ enum { START_PROC, START_INSTANCE, START_FORK, START_POOL, START_POOL_FORK, STAR
  * buffers) is there before a case counts what is held. */
 static void prepare(void)
 {
+    base_threads = count_dir("/proc/self/task");
     cloexec_everything();
     for (int w = 0; w < NSTARTS; w++)
         ck_assert_int_eq(start_one(w), 0);
@@ -398,7 +411,7 @@ static long storm_signals(struct storm *s, long *rounds, double *seconds)
 START_TEST(an_eintr_storm_on_every_thread_makes_no_call_fail)
 {
     prepare();
-    struct held h = held_now();
+    struct held h = held_settled();
     struct sigaction sa = { .sa_handler = on_signal };   /* no SA_RESTART */
     sigemptyset(&sa.sa_mask);
     ck_assert_int_eq(sigaction(SIGUSR1, &sa, NULL), 0);
@@ -536,7 +549,7 @@ static int lowest_free_fd(void)
 START_TEST(with_no_fd_left_every_start_gives_emfile_then_works_again)
 {
     prepare();
-    struct held h = held_now();
+    struct held h = held_settled();
     struct rlimit old;
     ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
     int starts = 0, emfile = 0;
@@ -693,7 +706,7 @@ static void fail_each_allocation(int (*op)(void), const char *name)
 {
     prepare();
     ck_assert_int_eq(op(), 0);
-    struct held h = held_now();
+    struct held h = held_settled();
     long before = atomic_load(&nalloc);
     ck_assert_int_eq(op(), 0);
     long n = atomic_load(&nalloc) - before;
@@ -817,7 +830,7 @@ END_TEST
 static void bad_worker_call(const char *mode, int want, int want2)
 {
     prepare();
-    struct held h = held_now();
+    struct held h = held_settled();
     llll_pool_opts o = { .call_timeout_ms = 2000, .no_respawn = true };
     llll_pool *pool;
     ck_assert_int_eq(llll_pool_start(&pool, argv_of("bad_worker", mode), 1, &o), 0);
@@ -868,7 +881,7 @@ END_TEST
 START_TEST(a_worker_that_never_says_hello_fails_start_and_leaves_nothing)
 {
     prepare();
-    struct held h = held_now();
+    struct held h = held_settled();
     llll_pool_opts o = { .start_timeout_ms = 300 };
     llll_pool *pool;
     ck_assert_int_eq(llll_pool_start(&pool, argv_of("bad_worker", "nohello"), 2, &o), -ETIMEDOUT);
@@ -881,7 +894,7 @@ END_TEST
 START_TEST(an_unasked_extra_frame_never_becomes_the_answer_to_the_next_call)
 {
     prepare();
-    struct held h = held_now();
+    struct held h = held_settled();
     llll_pool *pool;
     ck_assert_int_eq(llll_pool_start(&pool, argv_of("bad_worker", "extra"), 1, NULL), 0);
     llll_buf res = LLLL_BUF_INIT;
@@ -917,7 +930,7 @@ static int flood_body(llll_sbc *ch, void *arg)
 START_TEST(an_instance_flooding_stdout_during_a_recv_loses_neither_lines_nor_the_frame)
 {
     prepare();
-    struct held h = held_now();
+    struct held h = held_settled();
     _Atomic long lines = 0;
     llll_instance_opts o = { .proc = { .on_stdout = count_line, .userdata = &lines } };
     llll_instance *in;
