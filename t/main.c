@@ -17,7 +17,16 @@ void t_register(Suite *(*make)(void))
         makers[nmakers++] = make;
 }
 
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define T_TSAN 1
+#endif
+#endif
 #if defined(__SANITIZE_THREAD__)
+#define T_TSAN 1
+#endif
+
+#ifdef T_TSAN
 static void *nothing(void *arg)
 {
     return arg;
@@ -26,7 +35,7 @@ static void *nothing(void *arg)
 
 int main(void)
 {
-#if defined(__SANITIZE_THREAD__)
+#ifdef T_TSAN
     /* ThreadSanitizer starts a thread of its own at the first pthread_create
      * of a process, and never in a forked copy of one that did: start it now
      * so it appears in no case's count of threads. */
