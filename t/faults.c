@@ -635,6 +635,7 @@ START_TEST(with_no_process_left_every_start_gives_eagain_and_leaves_no_zombie)
         _exit(nproc_child());
     int st;
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    T_SKIP_UNLESS(!(WIFEXITED(st) && WEXITSTATUS(st) == 2), "cannot become uid 65534 here");
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "step %d failed (status %#x)",
                   WIFEXITED(st) ? WEXITSTATUS(st) : -1, st);
     fprintf(stderr, "faults: RLIMIT_NPROC as uid %d: %d starts gave -EAGAIN, no zombie, no fd left\n",
