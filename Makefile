@@ -1,7 +1,12 @@
 # llll - build, test, demo, bench. GNU make.
 #   make            libllll.a and libllll.so
-#   make test       every test in t/ (Check); SANITIZE=1 for ASan+UBSan;
+#   make test       every test in t/ (Check); SANITIZE=1 for ASan+UBSan,
+#                   TSAN=1 for ThreadSanitizer; CROSS=aarch64-linux-gnu
+#                   QEMU=qemu-aarch64-static cross-builds and runs under qemu-user;
 #                   CK_VERBOSITY=verbose lists every test with its time
+#   make test-faults  fault injection: signal storms, fd and process limits,
+#                   failed allocations, bad peers (t/faults.c)
+#   make test-valgrind  every test in t/ under valgrind memcheck, one process
 #   make demo       build and run examples/
 #   make bench      build and run bench/ (ratios against a baseline in the same run)
 #   make fuzz       libFuzzer on the frame reader (clang), FUZZ_SECONDS=60
@@ -23,9 +28,25 @@ BASE = -std=c11 -pthread $(WARN)
 ifeq ($(SANITIZE),1)
 SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 B = build/san
+else ifeq ($(TSAN),1)
+SAN = -fsanitize=thread
+B = build/tsan
+else ifneq ($(CROSS),)
+SAN =
+B = build/$(CROSS)
 else
 SAN =
 B = build
+endif
+
+# A cross build (CROSS=triplet) uses that triplet's gcc and the Check of that
+# Debian architecture (check:arm64, ...). Without binfmt_misc the host cannot
+# exec its programs, so with QEMU set the test runner runs under $(QEMU) and
+# each helper program is a /bin/sh script that execs $(QEMU) on helper.bin.
+ifneq ($(CROSS),)
+CC = $(CROSS)-gcc
+AR = $(CROSS)-ar
+export PKG_CONFIG_LIBDIR = /usr/lib/$(CROSS)/pkgconfig
 endif
 
 ALL_CFLAGS = $(BASE) $(SAN) $(CPPFLAGS) $(CFLAGS)
@@ -112,10 +133,46 @@ $(B)/t/run: t/main.c $(TEST_SRCS) t/t.h $(LIB_A) $(wildcard $(CHECK_MK)) | $(B)/
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -I. -o $@ t/main.c $(TEST_SRCS) $(ALL_LDFLAGS) $(LIB_A) $(CHECK_LIBS) $(LDLIBS)
 
 $(B)/t/helper_%: t/helper_%.c t/t.h $(LIB_A) | $(B)/.dirs
+ifeq ($(QEMU),)
 	$(CC) $(ALL_CFLAGS) -I. -o $@ $< $(ALL_LDFLAGS) $(LIB_A) $(LDLIBS)
+else
+	$(CC) $(ALL_CFLAGS) -I. -o $@.bin $< $(ALL_LDFLAGS) $(LIB_A) $(LDLIBS)
+	printf '#!/bin/sh\nexec %s %s "$$@"\n' '$(QEMU)' '$(abspath $@).bin' > $@
+	chmod +x $@
+endif
 
 run-tests: $(B)/t/run $(HELPERS)
-	LLLL_T_DIR=$(B)/t $(B)/t/run
+	LLLL_T_DIR=$(B)/t $(QEMU) $(B)/t/run
+
+# The fault tests: their own runner, whose malloc, calloc and realloc can be
+# made to fail (so neither a sanitizer nor valgrind may replace them).
+FAULT_SRCS = t/faults.c
+$(B)/t/faults: t/main.c $(FAULT_SRCS) t/t.h $(LIB_A) | $(B)/.dirs
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -I. -o $@ t/main.c $(FAULT_SRCS) $(ALL_LDFLAGS) $(LIB_A) $(CHECK_LIBS) $(LDLIBS)
+
+.PHONY: test-faults run-faults test-valgrind run-valgrind
+test-faults: check-dep
+	@$(MAKE) --no-print-directory run-faults
+
+# No stack cache in glibc: a thread's TLS block is then freed when it ends,
+# so the count of heap blocks comes back to where it was.
+run-faults: $(B)/t/faults $(HELPERS)
+	GLIBC_TUNABLES=glibc.pthread.stack_cache_size=0 LLLL_T_DIR=$(B)/t $(QEMU) $(B)/t/faults
+
+# Every test in one process (CK_FORK=no), so one leak report covers them all.
+# Children the tests fork are not checked (--child-silent-after-fork: their
+# memory is a copy of the parent's, whose other threads they lack), and as
+# valgrind's exit code would then be theirs too, the verdict is read from the
+# parent's log: no error, no definite leak.
+VALGRIND = valgrind --leak-check=full --errors-for-leak-kinds=definite \
+  --show-leak-kinds=definite --child-silent-after-fork=yes --trace-children=no
+test-valgrind: check-dep
+	@$(MAKE) --no-print-directory run-valgrind
+
+run-valgrind: $(B)/t/run $(HELPERS)
+	@rc=0; LLLL_T_DIR=$(B)/t CK_FORK=no $(VALGRIND) --log-file=$(B)/valgrind.log $(B)/t/run || rc=$$?; \
+	grep -A3 'definitely lost in' $(B)/valgrind.log; grep 'ERROR SUMMARY' $(B)/valgrind.log; \
+	[ $$rc = 0 ] && grep -q 'ERROR SUMMARY: 0 errors' $(B)/valgrind.log
 
 # ---------------------------------------------------------------- demo, bench
 $(B)/examples/%: examples/%.c $(LIB_A) | $(B)/.dirs

@@ -148,6 +148,20 @@ int llll_sbc_pair(llll_sbc **a, llll_sbc **b)
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         return -errno;
+    /* Off 0-2: in a process started with stdio closed, a printf would
+     * otherwise write into the channel. */
+    for (int i = 0; i < 2; i++) {
+        if (sv[i] > 2)
+            continue;
+        int high = fcntl(sv[i], F_DUPFD_CLOEXEC, 3);
+        int e = errno;
+        close(sv[i]);
+        sv[i] = high;
+        if (high < 0) {
+            close(sv[1 - i]);
+            return -e;
+        }
+    }
     int size = PAIR_SOCKBUF;
     for (int i = 0; i < 2; i++) {
         /* Best effort: the kernel caps these at net.core.[wr]mem_max. */

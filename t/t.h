@@ -26,6 +26,17 @@ static inline const char *t_helper(const char *name)
     return path;
 }
 
+/* Ends the case early, passing, with a line on stderr, when cond is false:
+ * for a kernel feature the system under test lacks (qemu-user has no
+ * PR_SET_CHILD_SUBREAPER, say), detected at run time. */
+#define T_SKIP_UNLESS(cond, why)                                           \
+    do {                                                                  \
+        if (!(cond)) {                                                    \
+            fprintf(stderr, "%s: skipped: %s\n", __func__, why);          \
+            return;                                                       \
+        }                                                                 \
+    } while (0)
+
 /* Waits until thread tid sleeps in the kernel (it is then blocked inside the
  * call under test: nothing else it does after publishing tid can sleep), or
  * has ended (the caller's checks of its result then tell what went wrong).
