@@ -23,6 +23,16 @@
  *   thread's pipes. It prints nothing unless asked to (verbose, llll_print_line).
  *
  * POSIX.1-2008 plus pipe2/SOCK_CLOEXEC/dup3; libc and pthreads only.
+ *
+ * Build knobs (defines when compiling llll.c; none is needed anywhere):
+ * - LLLL_SPAWN_FORK: start programs with fork + exec instead of the default
+ *   vfork-style clone (which copies nothing of the parent). Chosen by itself
+ *   under ThreadSanitizer (gcc's __SANITIZE_THREAD__ or clang's
+ *   __has_feature(thread_sanitizer)), which cannot follow a clone child, and
+ *   off Linux. A fork costs more the larger the parent is.
+ * - LLLL_NO_PIDFD: do not use pidfd_open (Linux 5.3); the reader thread then
+ *   notices a child's exit by polling with a back-off of up to 100 ms.
+ * Either way an exec error is reported the same (also under qemu-user).
  */
 #ifndef LLLL_H
 #define LLLL_H
@@ -175,7 +185,8 @@ typedef struct llll_proc llll_proc;
 typedef void llll_line_fn(void *userdata, const char *line, size_t len);
 
 /* Called once, after the child exited and both streams were drained. status
- * is as from waitpid (WIFEXITED, WEXITSTATUS, WIFSIGNALED, ...). out and err
+ * is as from waitpid (WIFEXITED, WEXITSTATUS, WIFSIGNALED, ...), or -1 when
+ * someone else reaped the child (see llll_proc_join). out and err
  * hold all stdout and stderr bytes when collect_output was set, else NULL;
  * they are valid only during the call. */
 typedef void llll_end_fn(void *userdata, int status, const llll_buf *out, const llll_buf *err);
@@ -194,6 +205,10 @@ typedef struct llll_proc_opts {
                                   reach its descendants too */
     size_t max_line;           /* 0: 64 KiB; a longer line arrives in pieces of
                                   at most this size, whose concatenation is it */
+    bool die_with_parent;      /* SIGKILL the child (its group with new_group)
+                                  when this process dies, even if the thread
+                                  that started it ended long before (Linux;
+                                  elsewhere start fails with -ENOSYS) */
 } llll_proc_opts;
 
 /*
@@ -202,6 +217,15 @@ typedef struct llll_proc_opts {
  * that calls the callbacks. The spawn does not copy the parent's memory
  * (vfork-style), so it costs the same however large the parent is, and it is
  * safe while other threads run.
+ *
+ * The child starts as a fresh program, whichever thread started it (a
+ * callback's, a mapper worker's, which block every signal): no signal
+ * blocked, every disposition at its default (a SIG_IGN or handler of this
+ * process is not inherited; an instance's SIGINT is ignored unless
+ * keep_sigint). It holds fds 0, 1, 2 (and 3, an instance's channel) and
+ * none of the library's others; with die_with_parent a library thread that
+ * lives as long as the child starts it (the kernel's parent-death signal
+ * follows the starting thread), and a set-user-ID program clears it.
  *
  * Callbacks of one child run on one library thread, never two at once, every
  * line callback before on_end. The end is seen when the child exits even while
@@ -231,11 +255,14 @@ int llll_proc_close_stdin(llll_proc *p);
 int llll_proc_kill(llll_proc *p, int sig);
 
 /* SIGTERM, up to grace_ms for the child to end, then SIGKILL, then join.
- * status (may be NULL) as from waitpid. -EDEADLK from the child's callbacks. */
+ * status (may be NULL) as from waitpid; -ECHILD as llll_proc_join.
+ * -EDEADLK from the child's callbacks. */
 int llll_proc_stop(llll_proc *p, int grace_ms, int *status);
 
 /* Waits until the child was reaped and on_end returned; status (may be NULL)
- * as from waitpid. -ETIMEDOUT when timeout_ms ran out (nothing changes);
+ * as from waitpid. -ECHILD (and status -1) when its exit status is unknown:
+ * someone else reaped it (SIGCHLD set to SIG_IGN, or a waitpid(-1) of this
+ * program); no status is made up. -ETIMEDOUT when timeout_ms ran out (nothing changes);
  * -EDEADLK when called from one of this child's own callbacks. Any number of
  * threads may join at once. */
 int llll_proc_join(llll_proc *p, int timeout_ms, int *status);
