@@ -280,6 +280,7 @@ struct llll_proc {
     int users;             /* threads inside join/stop: free waits for them */
     int status;
     struct spawn *spawn;   /* for the reader thread to start (die_with_parent) */
+    llll_proc *guard;      /* die_with_parent with new_group: see start_guard */
     bool spawned;          /* it did, with spawn_rc */
     int spawn_rc;
 };
@@ -821,6 +822,32 @@ static void say_started(const llll_proc *p, const struct spawn *s)
     say(p, "started%s", args);
 }
 
+/*
+ * die_with_parent with new_group: the parent-death signal reaches the child,
+ * not the rest of its group. A guard does that: `sh` in a group of its own
+ * (no terminal signal reaches it) reading a pipe whose write end only this
+ * process holds (close-on-exec, and in the registry, so no fork of ours
+ * keeps it). When this process dies the read sees EOF and the guard
+ * SIGKILLs the group. Once the child was reaped the guard is SIGKILLed, and
+ * never reads EOF. It costs a spawn, not a copy of this process, and no
+ * shared memory. Started on the reader thread, before any callback runs.
+ */
+static int start_guard(llll_proc *p)
+{
+    char pgid[24];
+    snprintf(pgid, sizeof pgid, "%ld", (long)p->pid);
+    const char *argv[] = {"/bin/sh", "-c", "read x || kill -s KILL -- -\"$1\" 2>/dev/null",
+                          "llll-guard", pgid, NULL};
+    llll_proc_opts o = {.new_group = true};
+    int rc = llll_proc_start(&p->guard, argv, &o);
+    if (rc < 0) {
+        kill(-p->pid, SIGKILL);
+        while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR) {
+        }
+    }
+    return rc;
+}
+
 /* ----------------------------------------------------- the reader thread */
 
 static void call_line(llll_proc *p, struct stream *s, const char *d, size_t n)
@@ -978,6 +1005,8 @@ static void *reader_main(void *arg)
     if (p->spawn) {
         /* die_with_parent: the child's parent thread must outlive it. */
         int rc = spawn(p, p->spawn);
+        if (rc == 0 && p->group)
+            rc = start_guard(p);
         pthread_mutex_lock(&p->lock);
         p->spawn = NULL;
         p->spawn_rc = rc;
@@ -1036,6 +1065,9 @@ static void *reader_main(void *arg)
         if ((ip >= 0 ? f[ip].revents != 0 : exited(p, false)) && reap(p))
             break;
     }
+    /* Killed, so it never reads EOF: the group is left alone. */
+    llll_proc_free(p->guard);
+    p->guard = NULL;
     drain(p, &p->out);
     drain(p, &p->err);
     close_reg(&p->code_fd);
@@ -1136,8 +1168,6 @@ struct start {
 static int make_fds(llll_proc *p, const struct start *st, const llll_proc_opts *o, llll_sbc **chan)
 {
     int fd[2], rc;
-    if ((rc = make_pipe(p->ep, 0)) < 0)
-        return rc;
     if (!st->instance || st->code) {
         if ((rc = make_pipe(fd, 0)) < 0)
             return rc;
@@ -1182,7 +1212,7 @@ static int make_fds(llll_proc *p, const struct start *st, const llll_proc_opts *
             return rc; /* it closed fd[0] */
         p->chan_fd = fd[0];
     }
-    return 0;
+    return make_pipe(p->ep, 0);
 }
 
 /* Starts p's reader thread, with every signal blocked: the user's signals
