@@ -892,7 +892,9 @@ END_TEST
 
 START_TEST(works_in_a_parent_started_with_fds_0_1_2_closed)
 {
-    const char *argv[] = {t_helper("proc_closed_stdio"), NULL};
+    char helper[4096];
+    snprintf(helper, sizeof helper, "%s", t_helper("proc_closed_stdio"));
+    const char *argv[] = {helper, t_helper("inst_echo"), NULL};
     int st = run(argv, NULL);
     ck_assert(WIFEXITED(st));
     ck_assert_int_eq(WEXITSTATUS(st), 0);
