@@ -1,12 +1,14 @@
-/* Starts `cat` with die_with_parent from a thread that then ends, checks cat
- * outlived that thread (a line goes through it and back), prints cat's pid
- * and "ready", and waits to be killed. With the argument "group", the child
- * is `sh -c 'sleep 30 & echo $!; exec cat'` in a new group, and the pid
- * printed is the sleep's (a member of that group other than the child).
- * Exit status 10+ names a failing step. */
+/* Starts a child with die_with_parent from a thread that then ends, checks
+ * the child outlived that thread (it echoes a line back), prints its pid and
+ * "ready", and waits to be killed. The child then execs `sleep 30`, the same
+ * process, so neither EOF on its stdin nor anything but a signal ends it.
+ * With the argument "group" it runs in a new group and first starts another
+ * `sleep 30` there, whose pid is printed instead (a member of the group
+ * other than the child). Exit status 10+ names a failing step. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <semaphore.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,7 @@ static llll_proc *child;
 static pid_t starter_tid;
 static sem_t echoed;
 static pid_t member = -1;  /* "group": the sleep's pid, the first line */
+static bool in_group;
 
 static void on_line(void *u, const char *line, size_t len)
 {
@@ -33,8 +36,7 @@ static void *starter(void *arg)
 {
     const char *const *argv = arg;
     starter_tid = gettid();
-    bool group = argv[0][0] == 's';
-    llll_proc_opts o = {.on_stdout = on_line, .die_with_parent = true, .new_group = group};
+    llll_proc_opts o = {.on_stdout = on_line, .die_with_parent = true, .new_group = in_group};
     if (llll_proc_start(&child, argv, &o) < 0)
         child = NULL;
     return NULL;
@@ -42,12 +44,13 @@ static void *starter(void *arg)
 
 int main(int argc, char **argv)
 {
-    static const char *const cat[] = {"cat", NULL};
-    static const char *const sh[] = {"sh", "-c", "sleep 30 & echo $!; exec cat", NULL};
-    bool group = argc > 1 && strcmp(argv[1], "group") == 0;
+    static const char *const one[] = {"sh", "-c", "read x; echo \"$x\"; exec sleep 30", NULL};
+    static const char *const group[] = {"sh", "-c", "sleep 30 & echo $!; read x; echo \"$x\"; exec sleep 30",
+                                        NULL};
+    in_group = argc > 1 && strcmp(argv[1], "group") == 0;
     sem_init(&echoed, 0, 0);
     pthread_t t;
-    if (pthread_create(&t, NULL, starter, (void *)(group ? sh : cat)) != 0)
+    if (pthread_create(&t, NULL, starter, (void *)(in_group ? group : one)) != 0)
         return 10;
     pthread_join(t, NULL);
     if (!child)
@@ -60,11 +63,11 @@ int main(int argc, char **argv)
     struct stat st;
     while (stat(path, &st) == 0)
         sched_yield();
-    /* A SIGKILLed cat would never echo this. */
+    /* A SIGKILLed child would never echo this. */
     if (llll_proc_write(child, "ping\n", 5) < 0)
         return 12;
     sem_wait(&echoed);
-    printf("%d\nready\n", (int)(group ? member : llll_proc_pid(child)));
+    printf("%d\nready\n", (int)(in_group ? member : llll_proc_pid(child)));
     fflush(stdout);
     for (;;)
         pause();

@@ -873,9 +873,11 @@ static int count_threads_settled(int want)
 
 START_TEST(a_thousand_spawns_leave_fds_threads_and_zombies_unchanged)
 {
-    int fds = count_dir("/proc/self/fd");
-    int threads = count_dir("/proc/self/task");
     const char *argv[] = {"/bin/true", NULL};
+    /* One first: a sanitizer's runtime may start a thread of its own then. */
+    ck_assert_int_eq(run(argv, NULL), 0);
+    int fds = count_dir("/proc/self/fd");
+    int threads = count_threads_settled(1);
     for (int i = 0; i < 1000; i++) {
         llll_proc *p;
         ck_assert_int_eq(llll_proc_start(&p, argv, NULL), 0);
@@ -1091,7 +1093,7 @@ START_TEST(die_with_parent_outlives_the_starting_thread_and_dies_with_the_proces
     pid_t cat = orphan_of_a_killed_parent(NULL);
     int st = reap_orphans(cat);
     ck_assert(WIFSIGNALED(st));
-    ck_assert_int_eq(WTERMSIG(st), SIGKILL); /* not EOF on its stdin: exit 0 */
+    ck_assert_int_eq(WTERMSIG(st), SIGKILL);
 }
 END_TEST
 
