@@ -225,7 +225,11 @@ typedef struct llll_proc_opts {
  * keep_sigint). It holds fds 0, 1, 2 (and 3, an instance's channel) and
  * none of the library's others; with die_with_parent a library thread that
  * lives as long as the child starts it (the kernel's parent-death signal
- * follows the starting thread), and a set-user-ID program clears it.
+ * follows the starting thread), and a set-user-ID program clears it; with
+ * new_group too, a /bin/sh guard in a group of its own kills the group when
+ * this process dies. The exec error comes back on a close-on-exec pipe read
+ * until EOF: a fork without exec that another thread of the program makes
+ * meanwhile delays the start until that fork's child execs or exits.
  *
  * Callbacks of one child run on one library thread, never two at once, every
  * line callback before on_end. The end is seen when the child exits even while
@@ -317,8 +321,10 @@ int llll_instance_start(llll_instance **out, const char *const argv[], const lll
  * Gotchas in README). The child closes the pipes and channels llll made for
  * its other children (and our end of its own channel), so none of their
  * peers waits for an EOF because of it; every other fd stays open.
- * proc.env and proc.cwd apply. A fork copies the page tables: it costs more
- * the larger this process is. */
+ * proc.env and proc.cwd apply; fn runs with no signal blocked. With
+ * proc.die_with_parent the fork is made by a library thread (see
+ * llll_proc_start). A fork copies the page tables: it costs more the larger
+ * this process is. */
 int llll_instance_fork(llll_instance **out, llll_main_fn *fn, void *arg, const llll_instance_opts *opts);
 
 /* llll_sbc_send / llll_sbc_recv on the instance's channel. */
