@@ -838,7 +838,7 @@ static int start_guard(llll_proc *p)
     snprintf(pgid, sizeof pgid, "%ld", (long)p->pid);
     const char *argv[] = {"/bin/sh", "-c", "read x || kill -s KILL -- -\"$1\" 2>/dev/null",
                           "llll-guard", pgid, NULL};
-    llll_proc_opts o = {.new_group = true};
+    llll_proc_opts o = {.new_group = true, .cwd = "/"}; /* keeps no directory busy */
     int rc = llll_proc_start(&p->guard, argv, &o);
     if (rc < 0) {
         kill(-p->pid, SIGKILL);
