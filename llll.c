@@ -387,8 +387,10 @@ struct spawn {
 #else
 #define KSA_HANDLER 0
 #endif
-#if defined(__sparc__) || defined(__alpha__)
+#if defined(__sparc__)
 #define KSA_TAIL NULL, NSIG / 8
+#elif defined(__alpha__)
+#define KSA_TAIL NSIG / 8, NULL
 #else
 #define KSA_TAIL NSIG / 8
 #endif
