@@ -362,10 +362,12 @@ struct spawn {
  * From the clone or fork until the exec (or fn) the child makes raw system
  * calls only: a clone child runs on our memory while other threads may hold
  * any libc lock, and a libc wrapper or a sanitizer's interceptor could take
- * one or touch shared state. syscall() does set errno when a call fails: in a
- * clone child that is the spawning thread's errno, and that thread is
- * suspended until the exec and puts its errno back (spawn). ASan would not
- * understand a process on a borrowed stack: it is left out here.
+ * one or touch shared state. On x86-64 and AArch64 they are made inline and
+ * write no errno. Elsewhere syscall() writes errno when a call fails: in a
+ * clone child that is the spawning thread's, which is suspended until the
+ * exec and puts its errno back (spawn); under qemu-user, which runs the
+ * clone as a fork, it is the child's own. ASan would not understand a
+ * process on a borrowed stack: it is left out here.
  */
 #if defined(__GNUC__) || defined(__clang__)
 #define NO_ASAN __attribute__((no_sanitize_address))
@@ -374,8 +376,11 @@ struct spawn {
 #endif
 
 #ifdef __linux__
-#define C_CALL(name, ...) c_ret(syscall(SYS_##name, __VA_ARGS__))
-#define C_EXIT(code) syscall(SYS_exit_group, code)
+/* C_CALL(name, up to 5 arguments): 0 or the call's errno. */
+#define C_ARGS5(a, b, c, d, e, ...) (long)(a), (long)(b), (long)(c), (long)(d), (long)(e)
+#define C_SYS(name, ...) c_sys(SYS_##name, C_ARGS5(__VA_ARGS__, 0, 0, 0, 0, 0))
+#define C_CALL(name, ...) c_err(C_SYS(name, __VA_ARGS__))
+#define C_EXIT(code) C_SYS(exit_group, code)
 #if !defined(SYS_fcntl) && defined(SYS_fcntl64)
 #define SYS_fcntl SYS_fcntl64
 #endif
@@ -397,26 +402,63 @@ struct spawn {
 static const unsigned long ksa_default[8];
 static const unsigned long ksa_ignore[8] = {[KSA_HANDLER] = 1};
 static const unsigned long ksigset_empty[4];
+
+/* System call n: its result, or -errno. */
+NO_ASAN static long c_sys(long n, long a, long b, long c, long d, long e)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    long ret;
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8)
+                     : "rcx", "r11", "memory");
+    return ret;
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+    register long x8 __asm__("x8") = n;
+    register long x0 __asm__("x0") = a;
+    register long x1 __asm__("x1") = b;
+    register long x2 __asm__("x2") = c;
+    register long x3 __asm__("x3") = d;
+    register long x4 __asm__("x4") = e;
+    __asm__ volatile("svc 0"
+                     : "+r"(x0)
+                     : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4)
+                     : "memory", "cc");
+    return x0;
+#else
+    long r = syscall(n, a, b, c, d, e);
+    return r == -1 ? -errno : r;
+#endif
+}
+
+/* 0, or the errno in the result r of c_sys. */
+NO_ASAN static int c_err(long r)
+{
+    return r < 0 && r > -4096 ? (int)-r : 0;
+}
 #else
 #define C_CALL(name, ...) c_ret(name(__VA_ARGS__))
 #define C_EXIT(code) _exit(code)
-#endif
 
-/* 0, or the errno of the call that returned r. */
+/* 0, or the errno of the libc call that returned r. */
 NO_ASAN static int c_ret(long r)
 {
     return r < 0 ? errno : 0;
 }
+#endif
 
 /* A copy of fd on 4 or above, close-on-exec; -errno on failure. */
 NO_ASAN static int c_dup_high(int fd)
 {
 #ifdef __linux__
-    long r = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 4);
+    long r = C_SYS(fcntl, fd, F_DUPFD_CLOEXEC, 4);
+    return c_err(r) ? -c_err(r) : (int)r;
 #else
     long r = fcntl(fd, F_DUPFD_CLOEXEC, 4);
-#endif
     return r < 0 ? -errno : (int)r;
+#endif
 }
 
 /* sig to SIG_DFL, or to SIG_IGN. */
@@ -449,7 +491,7 @@ NO_ASAN static int c_die_with_parent(pid_t ppid)
 #ifdef __linux__
     int err = C_CALL(prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     /* The parent died before the prctl: nobody will send it any more. */
-    if (err == 0 && syscall(SYS_getppid) != ppid)
+    if (err == 0 && C_SYS(getppid, 0) != ppid)
         C_EXIT(127);
     return err;
 #else
