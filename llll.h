@@ -125,8 +125,9 @@ typedef struct llll_sbc llll_sbc;
 int llll_sbc_open(llll_sbc **out, int rfd, int wfd);
 
 /* Two connected channels over a fresh close-on-exec AF_UNIX socketpair,
- * with socket buffers of 4 MiB asked for (the kernel may cap them), which
- * makes large frames several times faster. */
+ * kept off fds 0-2 (so a process with stdio closed does not printf into
+ * one), with socket buffers of 4 MiB asked for (the kernel may cap them),
+ * which makes large frames several times faster. */
 int llll_sbc_pair(llll_sbc **a, llll_sbc **b);
 
 /* In a child started by llll (an instance or a pool worker): the channel its
