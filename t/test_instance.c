@@ -755,6 +755,57 @@ START_TEST(a_forked_instance_holds_no_copy_of_a_stdin_source_that_sat_on_fd_3)
 }
 END_TEST
 
+/* Says whether any signal is blocked in fn's thread. */
+static int report_mask(llll_sbc *ch, void *arg)
+{
+    (void)arg;
+    sigset_t cur;
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    bool any = false;
+    for (int sig = 1; sig < SIGRTMIN; sig++)
+        any = any || sigismember(&cur, sig) == 1;
+    const char *what = any ? "blocked" : "none blocked";
+    llll_sbc_send(ch, what, strlen(what));
+    return 0;
+}
+
+typedef struct {
+    int rc;
+    char mask[32];
+} mask_report;
+
+/* A callback runs on a reader thread, which blocks every signal. */
+static void on_line_forks(void *u, const char *line, size_t len)
+{
+    (void)line;
+    (void)len;
+    mask_report *m = u;
+    llll_instance *in;
+    m->rc = llll_instance_fork(&in, report_mask, NULL, NULL);
+    if (m->rc < 0)
+        return;
+    llll_buf f = LLLL_BUF_INIT;
+    m->rc = llll_instance_recv(in, &f, 5000);
+    if (m->rc == 0)
+        snprintf(m->mask, sizeof m->mask, "%.*s", (int)f.len, (char *)f.data);
+    llll_buf_free(&f);
+    llll_instance_free(in);
+}
+
+START_TEST(a_forked_instance_started_from_a_callback_runs_fn_with_no_signal_blocked)
+{
+    mask_report m = {.rc = 1};
+    llll_proc_opts o = {.on_stdout = on_line_forks, .userdata = &m};
+    const char *argv[] = {"echo", "go", NULL};
+    llll_proc *p;
+    ck_assert_int_eq(llll_proc_start(&p, argv, &o), 0);
+    ck_assert_int_eq(llll_proc_join(p, -1, NULL), 0);
+    llll_proc_free(p);
+    ck_assert_int_eq(m.rc, 0);
+    ck_assert_str_eq(m.mask, "none blocked");
+}
+END_TEST
+
 static Suite *instance_suite(void)
 {
     Suite *s = suite_create("instance");
@@ -782,6 +833,7 @@ static Suite *instance_suite(void)
     TCase *heavy = tcase_create("instance_heavy");
     tcase_set_timeout(heavy, 30);
     tcase_add_test(tc, a_forked_instance_holds_no_copy_of_a_stdin_source_that_sat_on_fd_3);
+    tcase_add_test(tc, a_forked_instance_started_from_a_callback_runs_fn_with_no_signal_blocked);
     tcase_add_test(heavy, children_of_8_threads_spawning_and_forking_at_once_hold_only_their_own_fds);
     suite_add_tcase(s, heavy);
     return s;
