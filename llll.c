@@ -1,4 +1,41 @@
-/* llll.c - child processes (llll_proc), instances (llll_instance), errors. */
+/* llll.c - child processes (llll_proc), instances (llll_instance), errors.
+ *
+ * Locks, always taken in this order (a thread holding one may take those
+ * below it, never those above):
+ *   p->wlock     one llll_proc_write at a time on p
+ *   p->lock      p's reaping, signalling, status and the stdin hand-over
+ *   in->mu       threads inside an instance's send/recv (a leaf)
+ *   reg_lock     the fd registry below (a leaf but for the fork it covers)
+ * The print lock of llll_print_line is a leaf taken with none of these.
+ * No lock is held while a callback runs.
+ *
+ * The fd registry: every live llll_proc is on one list (reg_head), and every
+ * fd the library holds for a child lives in its llll_proc: our ends of its
+ * pipes and channel, its pidfd, its spawn error pipe (both ends) and the
+ * child's ends until the spawn is done. Each of those fds is created and
+ * closed with reg_lock held, and every fork (llll_instance_fork, and the
+ * fork strategy below) happens with reg_lock held, so the forked child's
+ * copy of the list matches its fd table exactly: it closes what the list
+ * names (close_inherited) and keeps only its own channel end and, until it
+ * is set up, its own error pipe's write end. Programs started by exec lose
+ * all of them anyway: every fd is close-on-exec.
+ *
+ * Spawn strategies, chosen at compile time (one function each):
+ *   spawn_clone  clone(CLONE_VM | CLONE_VFORK) on a stack of ours: nothing of
+ *                the parent is copied; the child runs child_exec, raw system
+ *                calls only, then execs. The default on Linux.
+ *   spawn_fork   fork(): llll_instance_fork always; every spawn with
+ *                LLLL_SPAWN_FORK, under ThreadSanitizer (which does not
+ *                follow a CLONE_VM child) and off Linux.
+ * posix_spawn is not used: it cannot ignore SIGINT for an instance or set a
+ * parent-death signal, and glibc's reports the exec error through memory
+ * shared with the child, which is lost when an emulator (qemu-user) runs
+ * CLONE_VFORK as a plain fork.
+ * Either way the child's exec error comes back one way only: the child
+ * writes its errno into a close-on-exec pipe and the parent blocks reading
+ * it until 4 bytes or EOF (the exec closed it). That is right whether or not
+ * the parent was suspended until the exec (CLONE_VFORK honoured or not).
+ */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -19,15 +56,23 @@
 
 #include "llll.h"
 
-#if defined(__linux__) && !defined(LLLL_SPAWN_FORK)
+/* ThreadSanitizer, as gcc and clang announce it. */
+#if defined(__SANITIZE_THREAD__)
+#define LLLL_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define LLLL_TSAN 1
+#endif
+#endif
+
+#if defined(__linux__) && !defined(LLLL_SPAWN_FORK) && !defined(LLLL_TSAN)
 #define LLLL_USE_CLONE 1
-#define USES_CLONE true
 #include <sched.h>
+#include <stdatomic.h>
 #include <sys/mman.h>
-#else
-#define USES_CLONE false
 #endif
 #ifdef __linux__
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #endif
 
@@ -221,6 +266,7 @@ struct llll_proc {
     pthread_t thread;
     int chan_fd;        /* an instance's end of its channel (the sbc's) */
     int cfd[4];         /* the child's ends, until the spawn is done */
+    int ep[2];          /* the spawn's error pipe, until the spawn is done */
     bool registered;
     llll_proc *reg_prev, *reg_next;
 
@@ -233,8 +279,13 @@ struct llll_proc {
     pthread_mutex_t lock;  /* reaping and signalling happen under it */
     pthread_cond_t cond;   /* reaped, ended or users changed */
     bool reaped, ended;
+    bool lost;             /* reaped by someone else: status unknown (-1) */
     int users;             /* threads inside join/stop: free waits for them */
     int status;
+    struct spawn *spawn;   /* for the reader thread to start (die_with_parent) */
+    llll_proc *guard;      /* die_with_parent with new_group: see start_guard */
+    bool spawned;          /* it did, with spawn_rc */
+    int spawn_rc;
 };
 
 struct llll_instance {
@@ -294,106 +345,234 @@ enum { SIGINT_KEEP, SIGINT_IGNORE, SIGINT_DEFAULT };
 struct spawn {
     const char *const *argv;   /* exec these, or (NULL) run fn in a fork */
     char **envp;
-    char *paths;               /* npaths NUL-terminated candidates for argv[0] */
-    size_t npaths;
+    char **paths;              /* NULL-terminated candidates for argv[0] */
     llll_main_fn *fn;
     void *arg;
     const char *const *env;    /* overlay applied in a forked child */
     const char *cwd;
     bool new_group;
+    bool die_with_parent;
+    pid_t ppid;                /* this process, for die_with_parent */
     int sigint;
     int fds[4];                /* land on fds 0..3; -1: 0-2 inherited, no 3 */
     int chan;                  /* a forked child's channel end, used in place */
     int errfd;                 /* child writes its errno here on failure */
-    sigset_t mask;             /* the spawning thread's, restored in the child */
 };
 
 /* ------------------------------------------------------------- the child */
 
-/* Async-signal-safe only from here to exec: in the clone() case the child
- * shares our memory, and another thread may hold any lock. ASan would not
- * understand a process running on a borrowed stack: leave it out here. */
+/*
+ * From the clone or fork until the exec (or fn) the child makes raw system
+ * calls only: a clone child runs on our memory while other threads may hold
+ * any libc lock, and a libc wrapper or a sanitizer's interceptor could take
+ * one or touch shared state. On x86-64 and AArch64 they are made inline and
+ * write no errno. Elsewhere syscall() writes errno when a call fails: in a
+ * clone child that is the spawning thread's, which is suspended until the
+ * exec and puts its errno back (spawn); under qemu-user, which runs the
+ * clone as a fork, it is the child's own. ASan would not understand a
+ * process on a borrowed stack: it is left out here.
+ */
 #if defined(__GNUC__) || defined(__clang__)
 #define NO_ASAN __attribute__((no_sanitize_address))
 #else
 #define NO_ASAN
 #endif
 
-NO_ASAN static int child_setup(const struct spawn *s, bool reset_handlers)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sigemptyset(&sa.sa_mask);
-    sa.sa_handler = SIG_DFL;
-    if (reset_handlers) {
-        /* A handler of the parent running here (signals are unblocked just
-         * before exec) would run on the parent's memory. */
-        for (int sig = 1; sig < NSIG; sig++) {
-            struct sigaction old;
-            if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &old) < 0)
-                continue;
-            if (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN)
-                sigaction(sig, &sa, NULL);
-        }
-    }
-    if (s->sigint != SIGINT_KEEP) {
-        sa.sa_handler = s->sigint == SIGINT_IGNORE ? SIG_IGN : SIG_DFL;
-        sigaction(SIGINT, &sa, NULL);
-    }
-    if (s->new_group && setpgid(0, 0) < 0)
-        return errno;
-    if (s->cwd && chdir(s->cwd) < 0)
-        return errno;
+#ifdef __linux__
+/* C_CALL(name, up to 5 arguments): 0 or the call's errno. */
+#define C_ARGS5(a, b, c, d, e, ...) (long)(a), (long)(b), (long)(c), (long)(d), (long)(e)
+#define C_SYS(name, ...) c_sys(SYS_##name, C_ARGS5(__VA_ARGS__, 0, 0, 0, 0, 0))
+#define C_CALL(name, ...) c_err(C_SYS(name, __VA_ARGS__))
+#define C_EXIT(code) C_SYS(exit_group, code)
+#if !defined(SYS_fcntl) && defined(SYS_fcntl64)
+#define SYS_fcntl SYS_fcntl64
+#endif
+/* The kernel's struct sigaction is not libc's, but all zeros is SIG_DFL, no
+ * flags, empty mask on every architecture; SIG_IGN (1) sets the handler,
+ * which MIPS puts after the flags. 8 words hold any of them. */
+#ifdef __mips__
+#define KSA_HANDLER 1
+#else
+#define KSA_HANDLER 0
+#endif
+#if defined(__sparc__)
+#define KSA_TAIL NULL, NSIG / 8
+#elif defined(__alpha__)
+#define KSA_TAIL NSIG / 8, NULL
+#else
+#define KSA_TAIL NSIG / 8
+#endif
+static const unsigned long ksa_default[8];
+static const unsigned long ksa_ignore[8] = {[KSA_HANDLER] = 1};
+static const unsigned long ksigset_empty[4];
 
-    /* A source on 0..3 other than its own target could be overwritten by an
-     * earlier dup2: move it up first. dup2 onto itself keeps FD_CLOEXEC, so
-     * that case clears it by hand. */
-    int fds[4];
+/* System call n: its result, or -errno. */
+NO_ASAN static long c_sys(long n, long a, long b, long c, long d, long e)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    long ret;
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8)
+                     : "rcx", "r11", "memory");
+    return ret;
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+    register long x8 __asm__("x8") = n;
+    register long x0 __asm__("x0") = a;
+    register long x1 __asm__("x1") = b;
+    register long x2 __asm__("x2") = c;
+    register long x3 __asm__("x3") = d;
+    register long x4 __asm__("x4") = e;
+    __asm__ volatile("svc 0"
+                     : "+r"(x0)
+                     : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4)
+                     : "memory", "cc");
+    return x0;
+#else
+    long r = syscall(n, a, b, c, d, e);
+    return r == -1 ? -errno : r;
+#endif
+}
+
+/* 0, or the errno in the result r of c_sys. */
+NO_ASAN static int c_err(long r)
+{
+    return r < 0 && r > -4096 ? (int)-r : 0;
+}
+#else
+#define C_CALL(name, ...) c_ret(name(__VA_ARGS__))
+#define C_EXIT(code) _exit(code)
+
+/* 0, or the errno of the libc call that returned r. */
+NO_ASAN static int c_ret(long r)
+{
+    return r < 0 ? errno : 0;
+}
+#endif
+
+/* A copy of fd on 4 or above, close-on-exec; -errno on failure. */
+NO_ASAN static int c_dup_high(int fd)
+{
+#ifdef __linux__
+    long r = C_SYS(fcntl, fd, F_DUPFD_CLOEXEC, 4);
+    return c_err(r) ? -c_err(r) : (int)r;
+#else
+    long r = fcntl(fd, F_DUPFD_CLOEXEC, 4);
+    return r < 0 ? -errno : (int)r;
+#endif
+}
+
+/* sig to SIG_DFL, or to SIG_IGN. */
+NO_ASAN static int c_signal(int sig, bool ignore)
+{
+#ifdef __linux__
+    return C_CALL(rt_sigaction, sig, ignore ? ksa_ignore : ksa_default, NULL, KSA_TAIL);
+#else
+    struct sigaction sa = {0};
+    sa.sa_handler = ignore ? SIG_IGN : SIG_DFL;
+    return c_ret(sigaction(sig, &sa, NULL));
+#endif
+}
+
+NO_ASAN static int c_unblock_all(void)
+{
+#ifdef __linux__
+    return C_CALL(rt_sigprocmask, SIG_SETMASK, ksigset_empty, NULL, NSIG / 8);
+#else
+    sigset_t none;
+    sigemptyset(&none);
+    return c_ret(sigprocmask(SIG_SETMASK, &none, NULL));
+#endif
+}
+
+/* SIGKILL when the thread that made us ends; it is a library thread that
+ * lives as long as this child is unreaped (see spawn_on_reader). */
+NO_ASAN static int c_die_with_parent(pid_t ppid)
+{
+#ifdef __linux__
+    int err = C_CALL(prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    /* The parent died before the prctl: nobody will send it any more. */
+    if (err == 0 && C_SYS(getppid, 0) != ppid)
+        C_EXIT(127);
+    return err;
+#else
+    (void)ppid;
+    return ENOSYS;
+#endif
+}
+
+/* Puts s->fds[i] on fd i (0..3). A source on 0..3 other than its own target
+ * could be overwritten by an earlier dup: it is moved up first, and that copy
+ * is closed at the end. A dup onto itself keeps FD_CLOEXEC, so that case
+ * clears it by hand. */
+NO_ASAN static int child_fds(const struct spawn *s)
+{
+    int fds[4], err = 0;
     for (int i = 0; i < 4; i++) {
         fds[i] = s->fds[i];
-        if (fds[i] >= 0 && fds[i] < 4 && fds[i] != i) {
-            fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 4);
-            if (fds[i] < 0)
-                return errno;
-        }
+        if (fds[i] >= 0 && fds[i] < 4 && fds[i] != i && (fds[i] = c_dup_high(fds[i])) < 0)
+            return -fds[i];
     }
-    for (int i = 0; i < 4; i++) {
-        if (fds[i] < 0)
-            continue;
-        if (fds[i] == i) {
-            if (fcntl(i, F_SETFD, 0) < 0)
-                return errno;
-        } else if (dup2(fds[i], i) < 0) {
-            return errno;
-        }
+    for (int i = 0; i < 4 && !err; i++) {
+        if (fds[i] == i)
+            err = C_CALL(fcntl, i, F_SETFD, 0);
+        else if (fds[i] >= 0)
+            err = C_CALL(dup3, fds[i], i, 0);
     }
-    return 0;
+    for (int i = 0; i < 4; i++)
+        if (fds[i] != s->fds[i])
+            (void)C_CALL(close, fds[i]);
+    return err;
+}
+
+/* Signals, group, parent death, cwd and fds 0..3 as s says: 0 or an errno.
+ * All signals are blocked here (spawn blocked them before the fork). */
+NO_ASAN static int child_setup(const struct spawn *s)
+{
+    int err = 0;
+    /* A program starts with every disposition at its default, whatever this
+     * process set (a handler of ours would run on the parent's memory in a
+     * clone child); a forked function keeps this program's own. */
+    for (int sig = 1; s->argv && sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            (void)c_signal(sig, false);
+    if (s->sigint != SIGINT_KEEP && (err = c_signal(SIGINT, s->sigint == SIGINT_IGNORE)))
+        return err;
+    if (s->new_group && (err = C_CALL(setpgid, 0, 0)))
+        return err;
+    if (s->die_with_parent && (err = c_die_with_parent(s->ppid)))
+        return err;
+    if (s->cwd && (err = C_CALL(chdir, s->cwd)))
+        return err;
+    return child_fds(s);
 }
 
 NO_ASAN static _Noreturn void child_fail(const struct spawn *s, int err)
 {
-    while (write(s->errfd, &err, sizeof err) < 0 && errno == EINTR) {
+    while (C_CALL(write, s->errfd, &err, sizeof err) == EINTR) {
     }
-    _exit(127);
+    for (;;)
+        C_EXIT(127);
 }
 
-NO_ASAN static _Noreturn void child_exec(struct spawn *s)
+/* The child of a spawn: set up, empty signal mask, exec. */
+NO_ASAN static _Noreturn void child_exec(const struct spawn *s)
 {
-    int err = child_setup(s, true);
+    int err = child_setup(s);
+    if (!err)
+        err = c_unblock_all();
     if (err)
         child_fail(s, err);
-    pthread_sigmask(SIG_SETMASK, &s->mask, NULL);
     bool eacces = false;
-    const char *c = s->paths;
     err = ENOENT;
-    for (size_t i = 0; i < s->npaths; i++) {
-        execve(c, (char *const *)s->argv, s->envp);
-        err = errno;
+    for (char *const *c = s->paths; *c; c++) {
+        err = C_CALL(execve, *c, (char *const *)s->argv, s->envp);
         if (err == EACCES)
             eacces = true;
         else if (err != ENOENT && err != ENOTDIR)
             break;
-        c += strlen(c) + 1;
     }
     if (eacces && (err == ENOENT || err == ENOTDIR))
         err = EACCES;
@@ -408,26 +587,26 @@ NO_ASAN static int child_clone_main(void *arg)
 #endif
 
 /* In a forked child, with reg_lock held by the fork: closes every fd of the
- * library the parent had, but keep (the child's channel end). */
-static void close_inherited(int keep)
+ * library the parent had but keep (the child's channel end) and errfd (its
+ * error pipe's write end). */
+static void close_inherited(int keep, int errfd)
 {
     for (llll_proc *q = reg_head; q; q = q->reg_next) {
         int *fds[] = {&q->in_fd, &q->out.fd, &q->err.fd, &q->code_fd, &q->pidfd, &q->chan_fd,
-                      &q->cfd[0], &q->cfd[1], &q->cfd[2], &q->cfd[3]};
+                      &q->cfd[0], &q->cfd[1], &q->cfd[2], &q->cfd[3], &q->ep[0], &q->ep[1]};
         for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
-            if (*fds[i] != keep)
+            if (*fds[i] != keep && *fds[i] != errfd)
                 close_fd(fds[i]);
     }
     reg_head = NULL; /* those procs are the parent's */
 }
 
+/* The child of llll_instance_fork: set up, then fn, then _exit. */
 static _Noreturn void child_fork(struct spawn *s)
 {
-    if (s->argv)
-        child_exec(s);
     tl_current = NULL;
-    int err = child_setup(s, false);
-    close_inherited(s->chan);
+    int err = child_setup(s);
+    close_inherited(s->chan, s->errfd);
     pthread_mutex_unlock(&reg_lock); /* held by the parent's thread at fork */
     /* A forked child is single-threaded: environ is its own to change. */
     for (const char *const *e = s->env; !err && e && *e; e++) {
@@ -442,12 +621,14 @@ static _Noreturn void child_fork(struct spawn *s)
     }
     if (err)
         child_fail(s, err);
-    /* "Set up": the parent waits for these 4 bytes, not for EOF, which any
-     * other fork of the parent's could delay by holding the pipe. */
+    /* "Set up": the parent waits for these 4 bytes, not for EOF, which a
+     * fork of another program's thread could delay by holding the pipe. */
     while (write(s->errfd, &err, sizeof err) < 0 && errno == EINTR) {
     }
     close(s->errfd);
-    pthread_sigmask(SIG_SETMASK, &s->mask, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, NULL);
     int ret = s->fn(ch, s->arg);
     fflush(stdout);
     fflush(stderr);
@@ -456,84 +637,130 @@ static _Noreturn void child_fork(struct spawn *s)
 
 /* ------------------------------------------------------------ the parent */
 
-/* Starts the child described by s. Returns 0 with *pid, or the child's errno
- * (exec, chdir, ...) with the child already reaped. */
-static int spawn(struct spawn *s, pid_t *pid)
+#ifdef LLLL_USE_CLONE
+/* One spare child stack, so that a thread spawning in a loop maps none. */
+static _Atomic(void *) spare_stack;
+
+/* clone with vfork semantics: nothing of ours is copied, and this thread
+ * resumes once the child exec'd or exited (or at once where an emulator runs
+ * it as a plain fork: the error pipe serves both). -1 and errno on failure. */
+static pid_t spawn_clone(struct spawn *s)
 {
-    int ep[2];
-#ifdef LLLL_USE_CLONE
-    /* With vfork semantics the child's errno, if any, is in the pipe when we
-     * resume: a non-blocking read, no wait for EOF. */
-    int rc = make_pipe(ep, s->argv ? O_NONBLOCK : 0);
-#else
-    int rc = make_pipe(ep, 0);
-#endif
-    if (rc < 0)
-        return rc;
-    s->errfd = ep[1];
-#ifdef LLLL_USE_CLONE
-    void *stack = MAP_FAILED;
-    if (s->argv) {
+    void *stack = atomic_exchange(&spare_stack, NULL);
+    if (!stack) {
         stack = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-        if (stack == MAP_FAILED) {
-            rc = -errno;
-            close(ep[0]);
-            close(ep[1]);
-            return rc;
-        }
+        if (stack == MAP_FAILED)
+            return -1;
     }
-#endif
-    /* All signals blocked, so no handler runs in the child before it reset
-     * the handlers; cancellation off, so this thread cannot vanish while a
-     * vfork child borrows its memory. */
-    sigset_t all;
-    sigfillset(&all);
-    int cs;
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
-    pthread_sigmask(SIG_BLOCK, &all, &s->mask);
-    pid_t c;
-#ifdef LLLL_USE_CLONE
-    if (s->argv) {
-        /* vfork semantics: no copy of our page tables, and we resume only once
-         * the child exec'd or exited. */
-        c = clone(child_clone_main, (char *)stack + CHILD_STACK,
-                  CLONE_VM | CLONE_VFORK | SIGCHLD, s);
-    } else
-#endif
-    {
-        c = fork();
-        if (c == 0)
-            child_fork(s);
-    }
-    int cerr = errno;
-    pthread_sigmask(SIG_SETMASK, &s->mask, NULL);
-    pthread_setcancelstate(cs, NULL);
-#ifdef LLLL_USE_CLONE
-    if (stack != MAP_FAILED)
+    pid_t c = clone(child_clone_main, (char *)stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, s);
+    int e = errno;
+    void *none = NULL;
+    if (!atomic_compare_exchange_strong(&spare_stack, &none, stack))
         munmap(stack, CHILD_STACK);
+    errno = e;
+    return c;
+}
 #endif
-    close(ep[1]);
-    if (c < 0) {
-        close(ep[0]);
-        return -cerr;
-    }
+
+/* fork, reg_lock held by the caller: the child execs s->argv or runs s->fn.
+ * -1 and errno on failure. */
+static pid_t spawn_fork(struct spawn *s)
+{
+    pid_t c = fork();
+    if (c == 0 && s->argv)
+        child_exec(s);
+    if (c == 0)
+        child_fork(s);
+    return c;
+}
+
+/* The child's report on its error pipe: its errno (4 bytes), 0 (a forked
+ * function set itself up) or EOF (the exec closed the pipe): 0. Blocks, so
+ * it is right whether the child ran before the parent resumed or not. */
+static int read_child_error(int fd)
+{
     int err = 0;
     size_t got = 0;
     while (got < sizeof err) {
-        ssize_t n = read(ep[0], (char *)&err + got, sizeof err - got);
+        ssize_t n = read(fd, (char *)&err + got, sizeof err - got);
         if (n > 0)
             got += (size_t)n;
-        else if (!(n < 0 && errno == EINTR))
-            break; /* EOF (exec'd) or EAGAIN (clone: exec'd) */
+        else if (n == 0)
+            break;
+        else if (errno != EINTR)
+            return errno;
     }
-    close(ep[0]);
-    if (got == sizeof err && err != 0) {
+    return got == sizeof err ? err : got == 0 ? 0 : EIO;
+}
+
+/* The child's ends of p's pipes, and the write end of its error pipe, once
+ * the child has its own (reg_lock held). */
+static void close_child_ends_locked(llll_proc *p)
+{
+    for (int i = 0; i < 4; i++)
+        close_fd(&p->cfd[i]);
+    close_fd(&p->ep[1]);
+}
+
+static void say_started(const llll_proc *p, const struct spawn *s);
+
+/* Starts the child s describes for p by this build's strategy and waits
+ * until it exec'd (a forked function: set itself up). 0 with p->pid (and
+ * p->pidfd), or the child's errno with the child reaped. */
+static int spawn(llll_proc *p, struct spawn *s)
+{
+    /* Every signal blocked, so no handler of ours runs in the child before it
+     * reset them; cancellation off, so this thread cannot vanish while a
+     * vfork child borrows its memory; errno kept, as a clone child's failed
+     * calls write this thread's. */
+    int saved = errno, cs, cerr;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    pid_t c;
+#ifdef LLLL_USE_CLONE
+    if (s->argv) {
+        c = spawn_clone(s);
+        cerr = errno;
+        pthread_mutex_lock(&reg_lock);
+    } else
+#endif
+    {
+        /* Under reg_lock: the child must see the registry whole. */
+        pthread_mutex_lock(&reg_lock);
+        c = spawn_fork(s);
+        cerr = errno;
+    }
+    close_child_ends_locked(p);
+    pthread_mutex_unlock(&reg_lock);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_setcancelstate(cs, NULL);
+    errno = saved;
+
+    /* Without a lock: a fork of the library that inherited the write end
+     * closes it at once (close_inherited). */
+    int err = c < 0 ? cerr : read_child_error(p->ep[0]);
+    pthread_mutex_lock(&reg_lock);
+    close_fd(&p->ep[0]);
+#if defined(SYS_pidfd_open) && !defined(LLLL_NO_PIDFD)
+    if (c > 0 && !err) {
+        p->pidfd = fd_high((int)syscall(SYS_pidfd_open, c, 0));
+        if (p->pidfd < 0)
+            p->pidfd = -1;
+    }
+#endif
+    pthread_mutex_unlock(&reg_lock);
+    if (c < 0)
+        return -cerr;
+    if (err) {
         while (waitpid(c, NULL, 0) < 0 && errno == EINTR) {
         }
-        return -(err ? err : EIO);
+        return -err;
     }
-    *pid = c;
+    p->pid = c;
+    say_started(p, s);
     return 0;
 }
 
@@ -567,30 +794,29 @@ static char **build_env(const char *const *overlay, const char *extra)
     return env;
 }
 
-/* Where execve will look for file: itself when it has a '/', else every
- * PATH entry of the child's environment (an empty entry is the cwd). */
-static char *build_paths(const char *file, char *const *envp, size_t *count)
+/* Where execve will look for file, a NULL-terminated list in one block:
+ * file itself when it has a '/', else file in every PATH entry of the
+ * child's environment (an empty entry is the cwd). */
+static char **build_paths(const char *file, char *const *envp)
 {
-    if (strchr(file, '/')) {
-        *count = 1;
-        return strdup(file);
-    }
     const char *path = NULL;
-    for (char *const *e = envp; *e && !path; e++)
+    bool slash = strchr(file, '/') != NULL;
+    for (char *const *e = envp; !slash && *e && !path; e++)
         if (strncmp(*e, "PATH=", 5) == 0)
             path = *e + 5;
     if (!path)
-        path = "/usr/local/bin:/usr/bin:/bin";
+        path = slash ? "" : "/usr/local/bin:/usr/bin:/bin";
     size_t flen = strlen(file), segs = 1;
     for (const char *c = path; *c; c++)
         segs += *c == ':';
-    char *out = malloc(strlen(path) + segs * (flen + 2) + 1);
+    char **out = malloc((segs + 1) * sizeof *out + strlen(path) + segs * (flen + 2));
     if (!out)
         return NULL;
-    char *w = out;
+    char *w = (char *)(out + segs + 1);
     const char *seg = path;
-    for (;;) {
+    for (size_t i = 0;; i++) {
         size_t len = strcspn(seg, ":");
+        out[i] = w;
         if (len) {
             memcpy(w, seg, len);
             w += len;
@@ -598,11 +824,12 @@ static char *build_paths(const char *file, char *const *envp, size_t *count)
         }
         memcpy(w, file, flen + 1);
         w += flen + 1;
-        if (!seg[len])
+        if (!seg[len]) {
+            out[i + 1] = NULL;
             break;
+        }
         seg += len + 1;
     }
-    *count = segs;
     return out;
 }
 
@@ -627,6 +854,45 @@ static void say(const llll_proc *p, const char *fmt, ...)
     sigpipe_block(&g);
     int rc = writev_all(2, &iov, 1);
     sigpipe_unblock(&g, rc == -EPIPE);
+}
+
+/* The verbose line of a start: argv's words after the first. */
+static void say_started(const llll_proc *p, const struct spawn *s)
+{
+    if (!p->verbose)
+        return;
+    char args[256];
+    size_t w = 0;
+    args[0] = '\0';
+    for (const char *const *a = s->argv ? s->argv + 1 : NULL; a && *a && w < sizeof args - 1; a++)
+        w += (size_t)snprintf(args + w, sizeof args - w, " %s", *a);
+    say(p, "started%s", args);
+}
+
+/*
+ * die_with_parent with new_group: the parent-death signal reaches the child,
+ * not the rest of its group. A guard does that: `sh` in a group of its own
+ * (no terminal signal reaches it) reading a pipe whose write end only this
+ * process holds (close-on-exec, and in the registry, so no fork of ours
+ * keeps it). When this process dies the read sees EOF and the guard
+ * SIGKILLs the group. Once the child was reaped the guard is SIGKILLed, and
+ * never reads EOF. It costs a spawn, not a copy of this process, and no
+ * shared memory. Started on the reader thread, before any callback runs.
+ */
+static int start_guard(llll_proc *p)
+{
+    char pgid[24];
+    snprintf(pgid, sizeof pgid, "%ld", (long)p->pid);
+    const char *argv[] = {"/bin/sh", "-c", "read x || kill -s KILL -- -\"$1\" 2>/dev/null",
+                          "llll-guard", pgid, NULL};
+    llll_proc_opts o = {.new_group = true, .cwd = "/"}; /* keeps no directory busy */
+    int rc = llll_proc_start(&p->guard, argv, &o);
+    if (rc < 0) {
+        kill(-p->pid, SIGKILL);
+        while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR) {
+        }
+    }
+    return rc;
 }
 
 /* ----------------------------------------------------- the reader thread */
@@ -757,8 +1023,10 @@ static bool reap(llll_proc *p)
         r = waitpid(p->pid, &st, WNOHANG);
     while (r < 0 && errno == EINTR);
     if (r == p->pid || (r < 0 && errno == ECHILD)) {
-        /* ECHILD: someone else reaped it (SIGCHLD ignored, waitpid(-1)). */
-        p->status = r == p->pid ? st : 0;
+        /* ECHILD: someone else reaped it (SIGCHLD ignored, waitpid(-1)):
+         * its status is unknown, and no status is made up. */
+        p->lost = r != p->pid;
+        p->status = p->lost ? -1 : st;
         p->reaped = true;
         pthread_cond_broadcast(&p->cond);
     }
@@ -783,6 +1051,20 @@ static void *reader_main(void *arg)
 {
     llll_proc *p = arg;
     tl_current = p;
+    if (p->spawn) {
+        /* die_with_parent: the child's parent thread must outlive it. */
+        int rc = spawn(p, p->spawn);
+        if (rc == 0 && p->group)
+            rc = start_guard(p);
+        pthread_mutex_lock(&p->lock);
+        p->spawn = NULL;
+        p->spawn_rc = rc;
+        p->spawned = true;
+        pthread_cond_broadcast(&p->cond);
+        pthread_mutex_unlock(&p->lock);
+        if (rc < 0)
+            return NULL;
+    }
     int backoff = 1;
     for (;;) {
         struct pollfd f[4];
@@ -832,13 +1114,18 @@ static void *reader_main(void *arg)
         if ((ip >= 0 ? f[ip].revents != 0 : exited(p, false)) && reap(p))
             break;
     }
+    /* Killed, so it never reads EOF: the group is left alone. */
+    llll_proc_free(p->guard);
+    p->guard = NULL;
     drain(p, &p->out);
     drain(p, &p->err);
     close_reg(&p->code_fd);
     close_reg(&p->pidfd);
     if (p->verbose) {
         int st = p->status;
-        if (WIFSIGNALED(st))
+        if (p->lost)
+            say(p, "was reaped elsewhere: status unknown");
+        else if (WIFSIGNALED(st))
             say(p, "killed by signal %d", WTERMSIG(st));
         else
             say(p, "exited with status %d", WEXITSTATUS(st));
@@ -868,6 +1155,8 @@ static void proc_destroy(llll_proc *p)
     close_fd(&p->pidfd);
     for (int i = 0; i < 4; i++)
         close_fd(&p->cfd[i]);
+    close_fd(&p->ep[0]);
+    close_fd(&p->ep[1]);
     pthread_mutex_unlock(&reg_lock);
     llll_buf_free(&p->out.part);
     llll_buf_free(&p->err.part);
@@ -896,6 +1185,7 @@ static llll_proc *proc_new(const llll_proc_opts *o)
     pthread_mutex_init(&p->wlock, NULL);
     p->pidfd = p->in_fd = p->code_fd = p->out.fd = p->err.fd = p->chan_fd = -1;
     p->cfd[0] = p->cfd[1] = p->cfd[2] = p->cfd[3] = -1;
+    p->ep[0] = p->ep[1] = -1;
     p->out.fn = o->on_stdout;
     p->err.fn = o->on_stderr;
     p->on_end = o->on_end;
@@ -923,8 +1213,8 @@ struct start {
     llll_buf *sink[2];         /* stdout and stderr also go there */
 };
 
-/* Creates the pipes (and channel) of p, reg_lock held: p's ends in p, the
- * child's in p->cfd. On failure the caller's proc_destroy closes them. */
+/* Creates the pipes (and channel) of p and its error pipe, reg_lock held:
+ * p's ends in p, the child's in p->cfd. On failure the caller's proc_destroy closes them. */
 static int make_fds(llll_proc *p, const struct start *st, const llll_proc_opts *o, llll_sbc **chan)
 {
     int fd[2], rc;
@@ -975,7 +1265,54 @@ static int make_fds(llll_proc *p, const struct start *st, const llll_proc_opts *
             return rc; /* it closed fd[0] */
         p->chan_fd = fd[0];
     }
-    return 0;
+    return make_pipe(p->ep, 0);
+}
+
+/* Starts p's reader thread, with every signal blocked: the user's signals
+ * go to the user's threads. */
+static int create_reader(llll_proc *p)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int e = pthread_create(&p->thread, NULL, reader_main, p);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return -e;
+}
+
+/* The reader of a child already started; without one, the child goes. */
+static int start_reader(llll_proc *p)
+{
+    int rc = create_reader(p);
+    if (rc < 0) {
+        kill(p->pid, SIGKILL);
+        while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR) {
+        }
+    }
+    return rc;
+}
+
+/*
+ * die_with_parent: the kernel's parent-death signal fires when the *thread*
+ * that forked the child ends, so the caller's thread (which may be gone
+ * long before the child) cannot start it. The child's reader thread can:
+ * it lives until the child was reaped, and dies with this process. So the
+ * reader is started first, spawns, reports here, and goes on reading.
+ */
+static int spawn_on_reader(llll_proc *p, struct spawn *s)
+{
+    p->spawn = s;
+    int rc = create_reader(p);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&p->lock);
+    while (!p->spawned)
+        pthread_cond_wait(&p->cond, &p->lock);
+    rc = p->spawn_rc;
+    pthread_mutex_unlock(&p->lock);
+    if (rc < 0)
+        pthread_join(p->thread, NULL);
+    return rc;
 }
 
 /* The one way a child is started: a proc (stdin a pipe, stdout and stderr
@@ -1020,7 +1357,7 @@ static int proc_create(llll_proc **out, const struct start *st, llll_sbc **chan)
     }
     if (rc == 0 && st->argv) {
         s.envp = build_env(o->env, st->instance ? "LLLL_SBC_FD=3" : NULL);
-        s.paths = s.envp ? build_paths(st->argv[0], s.envp, &s.npaths) : NULL;
+        s.paths = s.envp ? build_paths(st->argv[0], s.envp) : NULL;
         if (!s.paths)
             rc = -ENOMEM;
     } else {
@@ -1035,66 +1372,28 @@ static int proc_create(llll_proc **out, const struct start *st, llll_sbc **chan)
     s.cwd = o->cwd;
     s.new_group = o->new_group;
     s.sigint = !st->instance ? SIGINT_KEEP : st->keep_sigint ? SIGINT_DEFAULT : SIGINT_IGNORE;
-    s.errfd = -1;
+    s.die_with_parent = o->die_with_parent;
+    s.ppid = getpid();
 
     pthread_mutex_lock(&reg_lock);
     reg_add_locked(p);
     if (rc == 0)
         rc = make_fds(p, st, o, chan);
+    pthread_mutex_unlock(&reg_lock);
     s.fds[0] = p->cfd[0];
     s.fds[1] = p->cfd[1];
     s.fds[2] = p->cfd[2];
     s.fds[3] = st->argv ? p->cfd[3] : -1;
     s.chan = st->argv ? -1 : p->cfd[3];
-    /* A fork happens under reg_lock: the child must see the registry whole
-     * (child_fork), and in the fork+exec fallback no instance may be forked
-     * meanwhile and hold the error pipe that we read to EOF. */
-    bool forks = !st->argv || !USES_CLONE;
-    if (rc == 0 && forks)
-        rc = spawn(&s, &p->pid);
-    pthread_mutex_unlock(&reg_lock);
-    if (rc == 0 && !forks)
-        rc = spawn(&s, &p->pid);
+    s.errfd = p->ep[1];
+    if (rc == 0 && o->die_with_parent)
+        rc = spawn_on_reader(p, &s);
+    else if (rc == 0 && (rc = spawn(p, &s)) == 0)
+        rc = start_reader(p);
     free(s.envp);
     free(s.paths);
-
-    pthread_mutex_lock(&reg_lock);
-    for (int i = 0; i < 4; i++)
-        close_fd(&p->cfd[i]);
-#if defined(SYS_pidfd_open) && !defined(LLLL_NO_PIDFD)
-    if (rc == 0) {
-        p->pidfd = fd_high((int)syscall(SYS_pidfd_open, p->pid, 0));
-        if (p->pidfd < 0)
-            p->pidfd = -1;
-    }
-#endif
-    pthread_mutex_unlock(&reg_lock);
     if (rc < 0)
         goto fail;
-
-    if (p->verbose) {
-        char args[256];
-        size_t w = 0;
-        args[0] = '\0';
-        for (const char *const *a = st->argv ? st->argv + 1 : NULL; a && *a && w < sizeof args - 1; a++)
-            w += (size_t)snprintf(args + w, sizeof args - w, " %s", *a);
-        say(p, "started%s", args);
-    }
-
-    /* The reader thread runs with every signal blocked: the user's signals
-     * go to the user's threads. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    int e = pthread_create(&p->thread, NULL, reader_main, p);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (e != 0) {
-        kill(p->pid, SIGKILL);
-        while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR) {
-        }
-        rc = -e;
-        goto fail;
-    }
     *out = p;
     return 0;
 
@@ -1213,6 +1512,8 @@ static int join_locked(llll_proc *p, int timeout_ms, int *status)
     int rc = wait_flag(p, &p->ended, timeout_ms);
     if (rc == 0 && status)
         *status = p->status;
+    if (rc == 0 && p->lost)
+        rc = -ECHILD;
     if (--p->users == 0)
         pthread_cond_broadcast(&p->cond);
     return rc;

@@ -24,6 +24,16 @@
  *   thread's pipes. It prints nothing unless asked to (verbose, llll_print_line).
  *
  * POSIX.1-2008 plus pipe2/SOCK_CLOEXEC/dup3; libc and pthreads only.
+ *
+ * Build knobs (defines when compiling llll.c; none is needed anywhere):
+ * - LLLL_SPAWN_FORK: start programs with fork + exec instead of the default
+ *   vfork-style clone (which copies nothing of the parent). Chosen by itself
+ *   under ThreadSanitizer (gcc's __SANITIZE_THREAD__ or clang's
+ *   __has_feature(thread_sanitizer)), which cannot follow a clone child, and
+ *   off Linux. A fork costs more the larger the parent is.
+ * - LLLL_NO_PIDFD: do not use pidfd_open (Linux 5.3); the reader thread then
+ *   notices a child's exit by polling with a back-off of up to 100 ms.
+ * Either way an exec error is reported the same (also under qemu-user).
  */
 #ifndef LLLL_H
 #define LLLL_H
@@ -122,8 +132,9 @@ typedef struct llll_sbc llll_sbc;
 int llll_sbc_open(llll_sbc **out, int rfd, int wfd);
 
 /* Two connected channels over a fresh close-on-exec AF_UNIX socketpair,
- * with socket buffers of 4 MiB asked for (the kernel may cap them), which
- * makes large frames several times faster. */
+ * kept off fds 0-2 (so a process with stdio closed does not printf into
+ * one), with socket buffers of 4 MiB asked for (the kernel may cap them),
+ * which makes large frames several times faster. */
 int llll_sbc_pair(llll_sbc **a, llll_sbc **b);
 
 /* In a child started by llll (an instance or a pool worker): the channel its
@@ -182,7 +193,8 @@ typedef struct llll_proc llll_proc;
 typedef void llll_line_fn(void *userdata, const char *line, size_t len);
 
 /* Called once, after the child exited and both streams were drained. status
- * is as from waitpid (WIFEXITED, WEXITSTATUS, WIFSIGNALED, ...). out and err
+ * is as from waitpid (WIFEXITED, WEXITSTATUS, WIFSIGNALED, ...), or -1 when
+ * someone else reaped the child (see llll_proc_join). out and err
  * hold all stdout and stderr bytes when collect_output was set, else NULL;
  * they are valid only during the call. */
 typedef void llll_end_fn(void *userdata, int status, const llll_buf *out, const llll_buf *err);
@@ -208,6 +220,10 @@ typedef struct llll_proc_opts {
                                   Another value: -EINVAL. Instances and pool
                                   workers ignore it: their stdin is their
                                   code, or /dev/null */
+    bool die_with_parent;      /* SIGKILL the child (its group with new_group)
+                                  when this process dies, even if the thread
+                                  that started it ended long before (Linux;
+                                  elsewhere start fails with -ENOSYS) */
 } llll_proc_opts;
 
 /* Values of llll_proc_opts.stdin_mode. */
@@ -219,6 +235,19 @@ enum { LLLL_STDIN_PIPE = 0, LLLL_STDIN_NULL = 1, LLLL_STDIN_INHERIT = 2 };
  * and stderr read by a library thread that calls the callbacks. The spawn
  * does not copy the parent's memory (vfork-style), so it costs the same
  * however large the parent is, and it is safe while other threads run.
+ *
+ * The child starts as a fresh program, whichever thread started it (a
+ * callback's, a mapper worker's, which block every signal): no signal
+ * blocked, every disposition at its default (a SIG_IGN or handler of this
+ * process is not inherited; an instance's SIGINT is ignored unless
+ * keep_sigint). It holds fds 0, 1, 2 (and 3, an instance's channel) and
+ * none of the library's others; with die_with_parent a library thread that
+ * lives as long as the child starts it (the kernel's parent-death signal
+ * follows the starting thread), and a set-user-ID program clears it; with
+ * new_group too, a /bin/sh guard in a group of its own kills the group when
+ * this process dies. The exec error comes back on a close-on-exec pipe read
+ * until EOF: a fork without exec that another thread of the program makes
+ * meanwhile delays the start until that fork's child execs or exits.
  *
  * Callbacks of one child run on one library thread, never two at once, every
  * line callback before on_end. The end is seen when the child exits even while
@@ -250,11 +279,14 @@ int llll_proc_close_stdin(llll_proc *p);
 int llll_proc_kill(llll_proc *p, int sig);
 
 /* SIGTERM, up to grace_ms for the child to end, then SIGKILL, then join.
- * status (may be NULL) as from waitpid. -EDEADLK from the child's callbacks. */
+ * status (may be NULL) as from waitpid; -ECHILD as llll_proc_join.
+ * -EDEADLK from the child's callbacks. */
 int llll_proc_stop(llll_proc *p, int grace_ms, int *status);
 
 /* Waits until the child was reaped and on_end returned; status (may be NULL)
- * as from waitpid. -ETIMEDOUT when timeout_ms ran out (nothing changes);
+ * as from waitpid. -ECHILD (and status -1) when its exit status is unknown:
+ * someone else reaped it (SIGCHLD set to SIG_IGN, or a waitpid(-1) of this
+ * program); no status is made up. -ETIMEDOUT when timeout_ms ran out (nothing changes);
  * -EDEADLK when called from one of this child's own callbacks. Any number of
  * threads may join at once. */
 int llll_proc_join(llll_proc *p, int timeout_ms, int *status);
@@ -348,8 +380,10 @@ int llll_instance_start(llll_instance **out, const char *const argv[], const lll
  * Gotchas in README). The child closes the pipes and channels llll made for
  * its other children (and our end of its own channel), so none of their
  * peers waits for an EOF because of it; every other fd stays open.
- * proc.env and proc.cwd apply. A fork copies the page tables: it costs more
- * the larger this process is. */
+ * proc.env and proc.cwd apply; fn runs with no signal blocked. With
+ * proc.die_with_parent the fork is made by a library thread (see
+ * llll_proc_start). A fork copies the page tables: it costs more the larger
+ * this process is. */
 int llll_instance_fork(llll_instance **out, llll_main_fn *fn, void *arg, const llll_instance_opts *opts);
 
 /* llll_sbc_send / llll_sbc_recv on the instance's channel. */

@@ -140,6 +140,19 @@ int llll_sbc_open(llll_sbc **out, int rfd, int wfd)
     return 0;
 }
 
+/* Moves fd off 0-2 (a process may run with stdio closed, and printf would
+ * then write into the channel), keeping it close-on-exec. */
+static int fd_off_stdio(int fd)
+{
+    if (fd > 2)
+        return fd;
+    int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return nfd;
+}
+
 int llll_sbc_pair(llll_sbc **a, llll_sbc **b)
 {
     if (!a || !b)
@@ -148,19 +161,12 @@ int llll_sbc_pair(llll_sbc **a, llll_sbc **b)
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         return -errno;
-    /* Off 0-2: in a process started with stdio closed, a printf would
-     * otherwise write into the channel. */
-    for (int i = 0; i < 2; i++) {
-        if (sv[i] > 2)
-            continue;
-        int high = fcntl(sv[i], F_DUPFD_CLOEXEC, 3);
+    sv[0] = fd_off_stdio(sv[0]);
+    sv[1] = fd_off_stdio(sv[1]);
+    if (sv[0] < 0 || sv[1] < 0) {
         int e = errno;
-        close(sv[i]);
-        sv[i] = high;
-        if (high < 0) {
-            close(sv[1 - i]);
-            return -e;
-        }
+        close_fds(sv[0], sv[1]);
+        return -e;
     }
     int size = PAIR_SOCKBUF;
     for (int i = 0; i < 2; i++) {
@@ -182,18 +188,20 @@ int llll_sbc_pair(llll_sbc **a, llll_sbc **b)
     return 0;
 }
 
-/* Parses a decimal fd: digits only, no sign or spaces, at most INT_MAX. */
+/* Parses a decimal fd: digits only, no sign or spaces, at most INT_MAX.
+ * Checked before each step, so nothing overflows (a long may be 32 bits). */
 static const char *parse_fd(const char *s, int *fd)
 {
-    long v = 0;
+    int v = 0;
     if (*s < '0' || *s > '9')
         return NULL;
     while (*s >= '0' && *s <= '9') {
-        v = v * 10 + (*s++ - '0');
-        if (v > INT_MAX)
+        int d = *s++ - '0';
+        if (v > (INT_MAX - d) / 10)
             return NULL;
+        v = v * 10 + d;
     }
-    *fd = (int)v;
+    *fd = v;
     return s;
 }
 

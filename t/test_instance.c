@@ -5,8 +5,10 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +108,16 @@ static int echo_bang(llll_sbc *ch, void *arg)
 static int ready_then_echo(llll_sbc *ch, void *arg)
 {
     if (llll_sbc_send(ch, "ready", 5) < 0)
+        return 2;
+    return echo_bang(ch, arg);
+}
+
+/* Sends its pid in decimal, then echoes until EOF. */
+static int pid_then_echo(llll_sbc *ch, void *arg)
+{
+    char pid[24];
+    int n = snprintf(pid, sizeof pid, "%d", (int)getpid());
+    if (llll_sbc_send(ch, pid, (size_t)n) < 0)
         return 2;
     return echo_bang(ch, arg);
 }
@@ -572,6 +584,228 @@ START_TEST(a_started_instance_sees_only_stdio_and_its_channel_on_fd_3)
 }
 END_TEST
 
+/* ------------------------------------------------ fds under concurrency */
+
+/* The fds of a process as /proc/PID/fd shows them, with their targets. */
+typedef struct {
+    int n;
+    int fd[128];
+    char what[128][80];
+} fdlist;
+
+static bool list_fds(pid_t pid, fdlist *l)
+{
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(dir);
+    if (!d)
+        return false;
+    l->n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && l->n < 128) {
+        if (e->d_name[0] == '.')
+            continue;
+        int fd = atoi(e->d_name);
+        if (pid == getpid() && fd == dirfd(d))
+            continue;
+        char path[352];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        ssize_t n = readlink(path, l->what[l->n], sizeof l->what[0] - 1);
+        l->what[l->n][n > 0 ? n : 0] = '\0';
+        l->fd[l->n++] = fd;
+    }
+    closedir(d);
+    return true;
+}
+
+static const char *target_of(const fdlist *l, int fd)
+{
+    for (int i = 0; i < l->n; i++)
+        if (l->fd[i] == fd)
+            return l->what[i];
+    return NULL;
+}
+
+static fdlist base;                /* the test process's own fds */
+static pthread_mutex_t fail_mu = PTHREAD_MUTEX_INITIALIZER;
+static char fail_msg[256];
+
+static void fail_once(const char *fmt, int a, const char *s)
+{
+    pthread_mutex_lock(&fail_mu);
+    if (!fail_msg[0])
+        snprintf(fail_msg, sizeof fail_msg, fmt, a, s);
+    pthread_mutex_unlock(&fail_mu);
+}
+
+static void post_line(void *u, const char *line, size_t len)
+{
+    (void)line;
+    (void)len;
+    sem_post(u);
+}
+
+/* An exec'd child holds 0, 1, 2 and nothing else (looked at once cat
+ * echoed a line: the loader's and libc's own files are closed by then). */
+static void check_started(int kind)
+{
+    const char *argv[] = {"cat", NULL};
+    sem_t echoed;
+    sem_init(&echoed, 0, 0);
+    llll_proc_opts o = {.on_stdout = post_line, .userdata = &echoed, .die_with_parent = kind == 2};
+    llll_proc *p;
+    int rc = llll_proc_start(&p, argv, &o);
+    if (rc < 0) {
+        fail_once("start: %d%s", rc, "");
+        return;
+    }
+    fdlist l;
+    if ((rc = llll_proc_write(p, "x\n", 2)) < 0)
+        fail_once("write: %d%s", rc, "");
+    else if (sem_wait(&echoed), !list_fds(llll_proc_pid(p), &l))
+        fail_once("no /proc/%d/fd%s", llll_proc_pid(p), "");
+    else if (l.n != 3 || !target_of(&l, 0) || !target_of(&l, 1) || !target_of(&l, 2))
+        fail_once("a started child holds %d fds, one is %s", l.n, l.what[l.n - 1]);
+    llll_proc_close_stdin(p);
+    llll_proc_join(p, -1, NULL);
+    llll_proc_free(p);
+    sem_destroy(&echoed);
+}
+
+/* A forked child holds this process's own fds, its channel (the one
+ * socket not ours) and nothing else of the library: no pipe, no other
+ * socket, no pidfd, no /dev/null. Another thread's listing of /proc may be
+ * inherited too (a directory under /proc). */
+static void check_forked(int kind)
+{
+    llll_instance_opts o = {.proc = {.die_with_parent = kind == 3}};
+    llll_instance *in;
+    int rc = llll_instance_fork(&in, pid_then_echo, NULL, &o);
+    if (rc < 0) {
+        fail_once("fork: %d%s", rc, "");
+        return;
+    }
+    llll_buf f = LLLL_BUF_INIT;
+    fdlist l;
+    if (llll_instance_recv(in, &f, 5000) != 0 || llll_buf_reserve(&f, f.len + 1) != 0)
+        fail_once("no pid from %d%s", 0, "");
+    else if (((char *)f.data)[f.len] = '\0', !list_fds((pid_t)atoi(f.data), &l))
+        fail_once("no /proc/PID/fd (%d)%s", 0, "");
+    else {
+        int sockets = 0;
+        for (int i = 0; i < l.n; i++) {
+            const char *mine = target_of(&base, l.fd[i]);
+            if (l.fd[i] < 3 || (mine && strcmp(mine, l.what[i]) == 0) ||
+                strncmp(l.what[i], "/proc/", 6) == 0)
+                continue;
+            if (strncmp(l.what[i], "socket:", 7) == 0 && sockets++ == 0)
+                continue;
+            fail_once("a forked child holds fd %d: %s", l.fd[i], l.what[i]);
+        }
+        if (sockets != 1)
+            fail_once("a forked child holds %d sockets%s", sockets, "");
+    }
+    llll_buf_free(&f);
+    llll_instance_free(in);
+}
+
+static void *spawn_and_fork(void *arg)
+{
+    int kind = (int)(intptr_t)arg % 4;
+    for (int i = 0; i < 6; i++) {
+        if (kind == 0 || kind == 2)
+            check_started(kind);
+        else
+            check_forked(kind);
+    }
+    return NULL;
+}
+
+START_TEST(children_of_8_threads_spawning_and_forking_at_once_hold_only_their_own_fds)
+{
+    for (int fd = 3; fd < 1024; fd++) { /* Check's own fds are not ours */
+        int fl = fcntl(fd, F_GETFD);
+        if (fl >= 0)
+            fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+    }
+    ck_assert(list_fds(getpid(), &base));
+    pthread_t t[8];
+    for (int i = 0; i < 8; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, spawn_and_fork, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < 8; i++)
+        pthread_join(t[i], NULL);
+    ck_assert_msg(fail_msg[0] == '\0', "%s", fail_msg);
+    assert_no_child_left();
+}
+END_TEST
+
+START_TEST(a_forked_instance_holds_no_copy_of_a_stdin_source_that_sat_on_fd_3)
+{
+    /* With fd 3 free, the instance's /dev/null lands there and has to be
+     * moved out of the channel's way in the child: that copy must go. */
+    int saved = fcntl(3, F_DUPFD_CLOEXEC, 10);
+    close(3);
+    ck_assert(list_fds(getpid(), &base));
+    check_forked(1);
+    if (saved >= 0) {
+        dup2(saved, 3);
+        close(saved);
+    }
+    ck_assert_msg(fail_msg[0] == '\0', "%s", fail_msg);
+}
+END_TEST
+
+/* Says whether any signal is blocked in fn's thread. */
+static int report_mask(llll_sbc *ch, void *arg)
+{
+    (void)arg;
+    sigset_t cur;
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    bool any = false;
+    for (int sig = 1; sig < SIGRTMIN; sig++)
+        any = any || sigismember(&cur, sig) == 1;
+    const char *what = any ? "blocked" : "none blocked";
+    llll_sbc_send(ch, what, strlen(what));
+    return 0;
+}
+
+typedef struct {
+    int rc;
+    char mask[32];
+} mask_report;
+
+/* A callback runs on a reader thread, which blocks every signal. */
+static void on_line_forks(void *u, const char *line, size_t len)
+{
+    (void)line;
+    (void)len;
+    mask_report *m = u;
+    llll_instance *in;
+    m->rc = llll_instance_fork(&in, report_mask, NULL, NULL);
+    if (m->rc < 0)
+        return;
+    llll_buf f = LLLL_BUF_INIT;
+    m->rc = llll_instance_recv(in, &f, 5000);
+    if (m->rc == 0)
+        snprintf(m->mask, sizeof m->mask, "%.*s", (int)f.len, (char *)f.data);
+    llll_buf_free(&f);
+    llll_instance_free(in);
+}
+
+START_TEST(a_forked_instance_started_from_a_callback_runs_fn_with_no_signal_blocked)
+{
+    mask_report m = {.rc = 1};
+    llll_proc_opts o = {.on_stdout = on_line_forks, .userdata = &m};
+    const char *argv[] = {"echo", "go", NULL};
+    llll_proc *p;
+    ck_assert_int_eq(llll_proc_start(&p, argv, &o), 0);
+    ck_assert_int_eq(llll_proc_join(p, -1, NULL), 0);
+    llll_proc_free(p);
+    ck_assert_int_eq(m.rc, 0);
+    ck_assert_str_eq(m.mask, "none blocked");
+}
+END_TEST
+
 static Suite *instance_suite(void)
 {
     Suite *s = suite_create("instance");
@@ -596,6 +830,12 @@ static Suite *instance_suite(void)
     tcase_add_test(tc, a_forked_instance_keeps_the_programs_own_fds);
     tcase_add_test(tc, a_started_instance_sees_only_stdio_and_its_channel_on_fd_3);
     suite_add_tcase(s, tc);
+    TCase *heavy = tcase_create("instance_heavy");
+    tcase_set_timeout(heavy, 30);
+    tcase_add_test(tc, a_forked_instance_holds_no_copy_of_a_stdin_source_that_sat_on_fd_3);
+    tcase_add_test(tc, a_forked_instance_started_from_a_callback_runs_fn_with_no_signal_blocked);
+    tcase_add_test(heavy, children_of_8_threads_spawning_and_forking_at_once_hold_only_their_own_fds);
+    suite_add_tcase(s, heavy);
     return s;
 }
 

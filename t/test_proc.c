@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -880,9 +881,11 @@ static int count_threads_settled(int want)
 
 START_TEST(a_thousand_spawns_leave_fds_threads_and_zombies_unchanged)
 {
-    int fds = count_dir("/proc/self/fd");
-    int threads = count_dir("/proc/self/task");
     const char *argv[] = {"/bin/true", NULL};
+    /* One first: a sanitizer's runtime may start a thread of its own then. */
+    ck_assert_int_eq(run(argv, NULL), 0);
+    int fds = count_dir("/proc/self/fd");
+    int threads = count_threads_settled(1);
     for (int i = 0; i < 1000; i++) {
         llll_proc *p;
         ck_assert_int_eq(llll_proc_start(&p, argv, NULL), 0);
@@ -899,7 +902,9 @@ END_TEST
 
 START_TEST(works_in_a_parent_started_with_fds_0_1_2_closed)
 {
-    const char *argv[] = {t_helper("proc_closed_stdio"), NULL};
+    char helper[4096];
+    snprintf(helper, sizeof helper, "%s", t_helper("proc_closed_stdio"));
+    const char *argv[] = {helper, t_helper("inst_echo"), NULL};
     int st = run(argv, NULL);
     ck_assert(WIFEXITED(st));
     ck_assert_int_eq(WEXITSTATUS(st), 0);
@@ -1332,6 +1337,231 @@ START_TEST(run_reuses_the_callers_buffer_without_growing_it)
 }
 END_TEST
 
+/* ------------------------------------------- signals, SIGCHLD, parent death */
+
+/* A child's signal state as its /proc/PID/status shows it. */
+typedef struct {
+    unsigned long long blk, ign;
+    int stop_rc, stop_status;
+    int start_rc;
+} sigstate;
+
+static unsigned long long status_field(pid_t pid, const char *field)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return ~0ULL;
+    unsigned long long v = ~0ULL;
+    size_t n = strlen(field);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, field, n) == 0 && line[n] == ':')
+            v = strtoull(line + n + 1, NULL, 16);
+    fclose(f);
+    return v;
+}
+
+/* Starts `sleep 30`, reads its signal state, stops it with a grace far
+ * longer than the case's timeout: only a SIGTERM that works ends it in time.
+ * Runs on whatever thread calls it (a callback's, a mapper worker's). */
+static void start_sleep_and_stop(sigstate *s)
+{
+    const char *argv[] = {"sleep", "30", NULL};
+    llll_proc *q;
+    s->start_rc = llll_proc_start(&q, argv, NULL);
+    if (s->start_rc < 0)
+        return;
+    s->blk = status_field(llll_proc_pid(q), "SigBlk");
+    s->ign = status_field(llll_proc_pid(q), "SigIgn");
+    s->stop_rc = llll_proc_stop(q, 60000, &s->stop_status);
+    llll_proc_free(q);
+}
+
+static void assert_fresh_and_stopped_by_sigterm(const sigstate *s)
+{
+    ck_assert_int_eq(s->start_rc, 0);
+    ck_assert_uint_eq(s->blk, 0);
+    ck_assert_uint_eq(s->ign, 0);
+    ck_assert_int_eq(s->stop_rc, 0);
+    ck_assert(WIFSIGNALED(s->stop_status));
+    ck_assert_int_eq(WTERMSIG(s->stop_status), SIGTERM);
+}
+
+static void ignore_some_signals(void)
+{
+    /* This process ignores these: a fresh program does not. */
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGUSR1, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+}
+
+static void on_line_starts_a_child(void *u, const char *line, size_t len)
+{
+    (void)line;
+    (void)len;
+    start_sleep_and_stop(u);
+}
+
+START_TEST(a_child_started_from_a_callback_has_no_signal_blocked_or_ignored_and_stops_on_sigterm)
+{
+    ignore_some_signals();
+    sigstate s = {.blk = 1, .ign = 1, .stop_rc = 1, .start_rc = 1};
+    const char *argv[] = {"echo", "go", NULL};
+    llll_proc_opts o = {.on_stdout = on_line_starts_a_child, .userdata = &s};
+    ck_assert_int_eq(run(argv, &o), 0);
+    assert_fresh_and_stopped_by_sigterm(&s);
+}
+END_TEST
+
+typedef struct {
+    pthread_t caller;
+    sem_t done;
+    sigstate s;
+} mapper_start;
+
+static int item_starts_a_child_on_a_worker(void *ctx, size_t i)
+{
+    (void)i;
+    mapper_start *m = ctx;
+    if (pthread_equal(pthread_self(), m->caller)) {
+        sem_wait(&m->done); /* so the other item runs on the worker */
+    } else {
+        start_sleep_and_stop(&m->s);
+        sem_post(&m->done);
+    }
+    return 0;
+}
+
+START_TEST(a_child_started_from_a_mapper_item_has_no_signal_blocked_or_ignored_and_stops_on_sigterm)
+{
+    ignore_some_signals();
+    mapper_start m = {.caller = pthread_self(), .s = {.blk = 1, .ign = 1, .stop_rc = 1, .start_rc = 1}};
+    sem_init(&m.done, 0, 0);
+    llll_mapper *mp;
+    ck_assert_int_eq(llll_mapper_new(&mp, 2), 0);
+    /* One item each: the caller's waits until the worker's has run. */
+    ck_assert_int_eq(llll_mapper_map(mp, 2, item_starts_a_child_on_a_worker, &m), 0);
+    llll_mapper_free(mp);
+    sem_destroy(&m.done);
+    assert_fresh_and_stopped_by_sigterm(&m.s);
+}
+END_TEST
+
+START_TEST(join_and_stop_report_echild_when_sigchld_is_ignored)
+{
+    /* The kernel then reaps the children itself: no status exists. */
+    signal(SIGCHLD, SIG_IGN);
+    cap c;
+    cap_init(&c);
+    llll_proc_opts o = opts_for(&c);
+    const char *argv[] = {"sh", "-c", "exit 3", NULL};
+    llll_proc *p;
+    ck_assert_int_eq(llll_proc_start(&p, argv, &o), 0);
+    int st = 12345;
+    ck_assert_int_eq(llll_proc_join(p, -1, &st), -ECHILD);
+    ck_assert_int_eq(st, -1);
+    ck_assert_int_eq(c.ends, 1);
+    ck_assert_int_eq(c.status, -1);
+    llll_proc_free(p);
+
+    const char *sleeper[] = {"sleep", "30", NULL};
+    ck_assert_int_eq(llll_proc_start(&p, sleeper, NULL), 0);
+    ck_assert_int_eq(llll_proc_stop(p, 60000, &st), -ECHILD); /* SIGTERM worked */
+    ck_assert_int_eq(llll_proc_kill(p, SIGTERM), -ESRCH);
+    llll_proc_free(p);
+
+    const char *missing[] = {"llll-no-such-program-4711", NULL};
+    ck_assert_int_eq(llll_proc_start(&p, missing, NULL), -ENOENT);
+    cap_free(&c);
+}
+END_TEST
+
+/* Runs helper_proc_orphan (mode NULL or "group"), kills it once it printed
+ * the pid to watch, and returns that pid, which is then our child: this
+ * process is a subreaper. */
+static pid_t orphan_of_a_killed_parent(const char *mode)
+{
+    cap c;
+    cap_init(&c);
+    const char *argv[] = {t_helper("proc_orphan"), mode, NULL};
+    llll_proc_opts o = opts_for(&c);
+    llll_proc *h;
+    ck_assert_int_eq(llll_proc_start(&h, argv, &o), 0);
+    sem_wait(&c.ready); /* the starting thread has ended and the child lives */
+    pid_t pid = (pid_t)atoi(c.line[0]);
+    ck_assert_int_gt(pid, 1);
+    ck_assert_int_eq(llll_proc_kill(h, SIGKILL), 0);
+    int st;
+    ck_assert_int_eq(llll_proc_join(h, -1, &st), 0);
+    ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    llll_proc_free(h);
+    cap_free(&c);
+    return pid;
+}
+
+/* Reaps every orphan that came to us; the status of pid. The case's
+ * timeout bounds the wait (a survivor would sleep 30 s). */
+static int reap_orphans(pid_t pid)
+{
+    int st, want = -1;
+    pid_t r;
+    while ((r = waitpid(-1, &st, 0)) > 0 || (r < 0 && errno == EINTR))
+        if (r == pid)
+            want = st;
+    return want;
+}
+
+static bool subreaper(void)
+{
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) == 0)
+        return true;
+    printf("die_with_parent tests: skipped, no PR_SET_CHILD_SUBREAPER here\n");
+    return false;
+}
+
+START_TEST(die_with_parent_outlives_the_starting_thread_and_dies_with_the_process)
+{
+    if (!subreaper())
+        return;
+    pid_t cat = orphan_of_a_killed_parent(NULL);
+    int st = reap_orphans(cat);
+    ck_assert(WIFSIGNALED(st));
+    ck_assert_int_eq(WTERMSIG(st), SIGKILL);
+}
+END_TEST
+
+START_TEST(die_with_parent_with_new_group_kills_the_whole_group)
+{
+    if (!subreaper())
+        return;
+    pid_t member = orphan_of_a_killed_parent("group");
+    int st = reap_orphans(member);
+    ck_assert(WIFSIGNALED(st));
+    ck_assert_int_eq(WTERMSIG(st), SIGKILL);
+}
+END_TEST
+
+START_TEST(die_with_parent_children_end_normally_and_report_start_errors)
+{
+    int fds = count_dir("/proc/self/fd");
+    llll_proc_opts o = {.die_with_parent = true};
+    const char *argv[] = {"sh", "-c", "exit 5", NULL};
+    int st = run(argv, &o);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 5);
+    o.new_group = true; /* with its guard */
+    st = run(argv, &o);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 5);
+    llll_proc *p;
+    const char *missing[] = {"llll-no-such-program-4711", NULL};
+    ck_assert_int_eq(llll_proc_start(&p, missing, &o), -ENOENT);
+    o.cwd = "/nonexistent/llll-dir";
+    ck_assert_int_eq(llll_proc_start(&p, argv, &o), -ENOENT);
+    assert_no_child_left();
+    ck_assert_int_eq(count_dir("/proc/self/fd"), fds);
+}
+END_TEST
+
 /* ------------------------------------------------------ printing, verbose */
 
 /* Runs fn with fd (1 or 2) pointing into a pipe; returns what was written. */
@@ -1433,6 +1663,12 @@ static Suite *proc_suite(void)
     tcase_add_test(tc, many_threads_may_join_one_child);
     tcase_add_test(tc, free_waits_for_threads_blocked_in_join_to_return);
     tcase_add_test(tc, works_in_a_parent_started_with_fds_0_1_2_closed);
+    tcase_add_test(tc, a_child_started_from_a_callback_has_no_signal_blocked_or_ignored_and_stops_on_sigterm);
+    tcase_add_test(tc, a_child_started_from_a_mapper_item_has_no_signal_blocked_or_ignored_and_stops_on_sigterm);
+    tcase_add_test(tc, join_and_stop_report_echild_when_sigchld_is_ignored);
+    tcase_add_test(tc, die_with_parent_outlives_the_starting_thread_and_dies_with_the_process);
+    tcase_add_test(tc, die_with_parent_with_new_group_kills_the_whole_group);
+    tcase_add_test(tc, die_with_parent_children_end_normally_and_report_start_errors);
     tcase_add_test(tc, print_line_writes_whole_lines_adding_a_missing_newline);
     tcase_add_test(tc, verbose_prints_a_line_at_start_and_at_end_and_nothing_otherwise);
     suite_add_tcase(s, tc);

@@ -757,7 +757,10 @@ END_TEST
 START_TEST(child_refuses_a_malformed_or_closed_llll_sbc_fd)
 {
     static const char *const bad[] = { "abc", "", "3x", "-3", " 3", "3,", ",3", "3,4,5",
-                                       "+3", "99999999999999999999" };
+                                       "+3", "99999999999999999999",
+                                       /* past INT_MAX; with a 32-bit long the
+                                        * last wrapped to fd 3 */
+                                       "2147483648", "21474836470", "4294967299" };
     llll_sbc *ch;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         ck_assert_int_eq(setenv("LLLL_SBC_FD", bad[i], 1), 0);
@@ -768,6 +771,8 @@ START_TEST(child_refuses_a_malformed_or_closed_llll_sbc_fd)
         ck_assert_ptr_null(ch);
     }
     ck_assert_int_eq(setenv("LLLL_SBC_FD", "99999", 1), 0);
+    ck_assert_int_eq(llll_sbc_child(&ch), -EBADF);
+    ck_assert_int_eq(setenv("LLLL_SBC_FD", "2147483647", 1), 0);
     ck_assert_int_eq(llll_sbc_child(&ch), -EBADF);
     ck_assert_int_eq(setenv("LLLL_SBC_FD", "0,99999", 1), 0);
     ck_assert_int_eq(llll_sbc_child(&ch), -EBADF);
