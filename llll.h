@@ -59,7 +59,8 @@ extern "C" {
 #define LLLL_VERSION_NUMBER \
     ((LLLL_VERSION_MAJOR << 16) | (LLLL_VERSION_MINOR << 8) | LLLL_VERSION_PATCH)
 
-/* The version the library was built as, "MAJOR.MINOR.PATCH" (static storage). */
+/* The version the library was built as, "MAJOR.MINOR.PATCH" (static storage).
+ * Never fails. Thread-safety: any thread. */
 const char *llll_version(void);
 
 /* ------------------------------------------------------------------ errors */
@@ -68,7 +69,8 @@ const char *llll_version(void);
 #define LLLL_EOF (-100000)
 
 /* A short English name for any return value of this library: 0, a negative
- * errno, or LLLL_EOF. Never NULL; the string has static storage. Thread-safe. */
+ * errno, or LLLL_EOF. Never NULL; the string has static storage. Never
+ * fails. Thread-safety: any thread. */
 const char *llll_strerror(int rc);
 
 /* ------------------------------------------------------ buffers and codecs */
@@ -84,16 +86,24 @@ typedef struct llll_buf {
 } llll_buf;
 #define LLLL_BUF_INIT {0}
 
-/* Frees data and zeroes the struct (which stays usable). Accepts NULL. */
+/* Frees data and zeroes the struct (which stays usable). Accepts NULL.
+ * Thread-safety: one buffer per thread, as above. */
 void llll_buf_free(llll_buf *b);
 
 /* For codecs and pool functions that fill a buffer: makes cap at least need
- * (growing geometrically, contents and len kept). -ENOMEM leaves b as it
- * was. */
+ * (growing geometrically, contents and len kept).
+ * Errors:
+ * -ENOMEM   no memory for need bytes: b is as it was (still valid).
+ * -EINVAL   b is NULL.
+ * Thread-safety: one buffer per thread, as above. */
 int llll_buf_reserve(llll_buf *b, size_t need);
 
 /* Replaces b's contents with a copy of len bytes at data
- * (len may be 0), growing b as needed. -ENOMEM leaves b as it was. */
+ * (len may be 0), growing b as needed.
+ * Errors:
+ * -ENOMEM   no memory for len bytes: b is as it was (still valid).
+ * -EINVAL   b is NULL, or data is NULL with len > 0.
+ * Thread-safety: one buffer per thread, as above. */
 int llll_buf_set(llll_buf *b, const void *data, size_t len);
 
 /* The caller's serialiser. encode appends nothing: it sets out->len to the
@@ -128,13 +138,22 @@ typedef struct llll_sbc llll_sbc;
  * The channel owns them from now on (close closes them, also on failure).
  * They are used as they are: blocking or not, their flags are not changed
  * (a channel over pipes has no shutdown; see llll_sbc_shutdown).
- * Errors: -EBADF (either fd not open), -ENOMEM. */
+ * Errors (the fds that are open are closed, *out is NULL):
+ * -EBADF    rfd or wfd is not an open fd.
+ * -ENOMEM   no memory for the channel.
+ * -EINVAL   out is NULL.
+ * Thread-safety: any thread. */
 int llll_sbc_open(llll_sbc **out, int rfd, int wfd);
 
 /* Two connected channels over a fresh close-on-exec AF_UNIX socketpair,
  * kept off fds 0-2 (so a process with stdio closed does not printf into
  * one), with socket buffers of 4 MiB asked for (the kernel may cap them),
- * which makes large frames several times faster. */
+ * which makes large frames several times faster.
+ * Errors (*a and *b are NULL, no fd is left open):
+ * -EMFILE, -ENFILE  out of fds: close some, or raise RLIMIT_NOFILE.
+ * -ENOMEM   no memory for the sockets or the channels.
+ * -EINVAL   a or b is NULL.
+ * Thread-safety: any thread. */
 int llll_sbc_pair(llll_sbc **a, llll_sbc **b);
 
 /* In a child started by llll (an instance or a pool worker): the channel its
@@ -142,46 +161,103 @@ int llll_sbc_pair(llll_sbc **a, llll_sbc **b);
  * decimal fd (a socket) or "R,W" (two fds, e.g. "0,1" when stdio is the
  * channel). On success the fds become close-on-exec and the variable is
  * removed from the environment (unsetenv), so grandchildren inherit neither.
- * -ENOENT when it is not set (not started by llll); -EINVAL when it is not
- * exactly "N" or "N,M" in decimal; -EBADF when it names fds that are not
- * open. Call it once, before starting threads (it changes the environment). */
+ * Errors (*out is NULL):
+ * -ENOENT   LLLL_SBC_FD is not set: this process was not started by llll
+ *           as an instance or worker (run standalone, say).
+ * -EINVAL   LLLL_SBC_FD is not exactly "N" or "N,M" in decimal, or out is
+ *           NULL; the variable is left as it was.
+ * -EBADF    it names fds that are not open (closed by a wrapper script, or
+ *           by code that ran before); the variable is left as it was.
+ * -ENOMEM   no memory for the channel; its fds were closed.
+ * Thread-safety: none: call it once, before starting threads (it changes
+ * the environment). */
 int llll_sbc_child(llll_sbc **out);
 
 /* Sends one frame of len bytes (len may be 0) in one writev, looping on
- * partial writes. -EMSGSIZE (nothing sent) when len exceeds the maximum;
- * -EPIPE/-ECONNRESET when the peer is gone (on a pipe, the SIGPIPE this
- * raises is blocked in the calling thread and taken back, so no handler is
- * needed). Blocks while the peer does not read. */
+ * partial writes. Blocks while the peer does not read (no timeout).
+ * Errors:
+ * -EMSGSIZE  len exceeds the maximum (llll_sbc_set_max_frame): nothing was
+ *           sent and the channel is intact; split the message, or raise
+ *           the maximum at both ends.
+ * -EPIPE, -ECONNRESET  the peer is gone (exited, closed its end, or this
+ *           end was shut down); no signal is raised (on a pipe the SIGPIPE
+ *           is blocked in the calling thread and taken back, so no handler
+ *           is needed). Part of a frame may have gone: close the channel.
+ * -EINVAL   ch is NULL, or data is NULL with len > 0.
+ * Any other negative errno of sendmsg/writev/poll (-EBADF for an fd closed
+ *           behind the channel's back) also leaves the stream unusable.
+ * Thread-safety: any number of threads at once; frames never interleave. */
 int llll_sbc_send(llll_sbc *ch, const void *data, size_t len);
 
 /* Receives one frame into frame (frame->len = its size), growing frame only
- * when the frame does not fit. LLLL_EOF when the peer closed between frames;
- * -EPROTO when the stream ended inside a frame; -EMSGSIZE, before allocating
- * anything, when the header announces more than the maximum (every later
- * call says so again unless the maximum is raised: close the channel);
- * -ETIMEDOUT when no whole frame arrived within timeout_ms, also with 0 and
- * also while another thread held the receive side (a partly received frame
- * is kept in the channel and completed by the next call, into any buffer);
- * -ENOMEM. On failure frame->len is unchanged, its bytes are not. */
+ * when the frame does not fit. On failure frame->len is unchanged, its
+ * bytes are not.
+ * Errors:
+ * LLLL_EOF  the peer closed (or this end was shut down) between frames:
+ *           the normal end of a conversation.
+ * -ETIMEDOUT  no whole frame arrived within timeout_ms, also with 0 and also
+ *           while another thread held the receive side: call again; a
+ *           partly received frame is kept in the channel and completed by
+ *           the next call, into any buffer.
+ * -EPROTO   the stream ended inside a frame (the peer died while sending,
+ *           or does not speak frames): close the channel.
+ * -EMSGSIZE  the header announces more than the maximum; refused before
+ *           anything is allocated, and every later call says so again
+ *           unless the maximum is raised: close the channel.
+ * -ECONNRESET  the peer is gone (a connection reset): close the channel.
+ * -ENOMEM   frame could not grow: free memory and call again (the frame
+ *           waits in the channel). If the part of a frame cut short by a
+ *           timeout could not be kept, every later call fails with -ENOMEM:
+ *           close the channel.
+ * -EINVAL   ch or frame is NULL.
+ * Any other negative errno of read/poll (-EBADF, say) leaves the stream
+ *           unusable.
+ * Thread-safety: any number of threads at once, one receiving at a time
+ * (waiting for the others counts against timeout_ms); one thread may send
+ * while another receives. */
 int llll_sbc_recv(llll_sbc *ch, llll_buf *frame, int timeout_ms);
 
-/* encode obj with c, then send the bytes as one frame. */
+/* encode obj with c, then send the bytes as one frame.
+ * Errors:
+ * the error encode returned (nothing sent);
+ * every error of llll_sbc_send;
+ * -EINVAL   ch, c or c->encode is NULL, or encode set out->len above
+ *           out->cap.
+ * Thread-safety: as llll_sbc_send; encode runs on the calling thread with
+ * no lock held, so it may run on several threads at once. */
 int llll_sbc_send_obj(llll_sbc *ch, const llll_codec *c, const void *obj);
 
-/* recv one frame, then decode it with c into *obj (the caller owns it). */
+/* recv one frame, then decode it with c into *obj (the caller owns it).
+ * Errors (*obj is NULL unless decode set it):
+ * every error of llll_sbc_recv (LLLL_EOF included);
+ * the error decode returned: that frame is consumed;
+ * -EINVAL   obj, ch, c or c->decode is NULL.
+ * Thread-safety: as llll_sbc_recv; decode runs on the calling thread with
+ * no lock held. */
 int llll_sbc_recv_obj(llll_sbc *ch, const llll_codec *c, void **obj, int timeout_ms);
 
-/* Sets the largest frame this end sends or accepts (0 restores the default). */
+/* Sets the largest frame this end sends or accepts (0 restores the default;
+ * above 0xffffffff, the largest a header can say, means that). Never fails;
+ * ch NULL is ignored. Thread-safety: any thread, any time: a send checks it
+ * before sending, a receive when it has read a header. */
 void llll_sbc_set_max_frame(llll_sbc *ch, size_t max);
 
 /* Ends both directions of a socket channel without freeing
  * it, from any thread: receivers blocked on this end wake with LLLL_EOF (or an
  * error), later sends fail, and the peer sees EOF. A pool uses it to release
- * callers in flight while it is freed. -ENOTSOCK for a channel over pipes. */
+ * callers in flight while it is freed.
+ * Errors:
+ * -ENOTSOCK  neither fd is a socket (a channel over pipes): nothing done;
+ *           there is no way to wake its blocked threads but their peer.
+ * -EINVAL   ch is NULL.
+ * Any other negative errno of shutdown(2) (-EBADF for an fd closed behind
+ *           the channel's back).
+ * Thread-safety: any thread, while others are blocked on the channel. */
 int llll_sbc_shutdown(llll_sbc *ch);
 
-/* Closes the fds and frees the channel. Accepts NULL. No other thread may be
- * using the channel (use llll_sbc_shutdown first to wake them). */
+/* Closes the fds and frees the channel. Accepts NULL. Never fails.
+ * Thread-safety: no other thread may be using the channel (use
+ * llll_sbc_shutdown first to wake them). */
 void llll_sbc_close(llll_sbc *ch);
 
 /* ------------------------------------------------ child processes (llll.c) */
@@ -255,49 +331,93 @@ enum { LLLL_STDIN_PIPE = 0, LLLL_STDIN_NULL = 1, LLLL_STDIN_INHERIT = 2 };
  * Callbacks may call any llll function except llll_proc_free and
  * llll_proc_join/stop on their own child (-EDEADLK).
  *
- * Errors: the errno of an exec that failed (-ENOENT, -EACCES, -ENOEXEC, ...)
- * or of chdir(cwd), with no child left behind; -EINVAL for an empty argv
- * or an unknown stdin_mode; -ENOMEM, -EAGAIN.
+ * Errors (*out is NULL and no child is left behind):
+ * -ENOENT   argv[0] was not found (in PATH when it has no '/'), or is "",
+ *           or cwd does not exist: check the name, PATH in env, cwd.
+ * -EACCES   argv[0] is not executable, or a directory on its way or cwd
+ *           may not be searched.
+ * -ENOEXEC, -ENOTDIR, -E2BIG, ...  any other errno of the exec or of
+ *           chdir(cwd) that failed in the child, as execve(2) and chdir(2)
+ *           give it.
+ * -ENOSYS   die_with_parent off Linux: start without it.
+ * -EINVAL   out or argv is NULL, argv is empty, or stdin_mode is none of
+ *           the three.
+ * -EMFILE, -ENFILE  out of fds for the pipes: close some, or raise
+ *           RLIMIT_NOFILE.
+ * -EAGAIN   out of processes (RLIMIT_NPROC) or threads: retry later, or
+ *           start fewer at once.
+ * -ENOMEM   out of memory.
+ * Thread-safety: any thread, a callback's included, while other threads
+ * start children too.
  */
 int llll_proc_start(llll_proc **out, const char *const argv[], const llll_proc_opts *opts);
 
 /* Writes all len bytes to the child's stdin (blocking while its pipe is full).
- * -EPIPE when the child closed its stdin or exited; -EBADF after
- * llll_proc_close_stdin, or when stdin_mode gave the child no pipe.
- * Thread-safe. */
+ * Errors:
+ * -EPIPE    the child closed its stdin or exited (no signal is raised): it
+ *           reads no more; some of the bytes may have reached it.
+ * -EBADF    after llll_proc_close_stdin, or stdin_mode gave the child no
+ *           pipe.
+ * -EINVAL   p is NULL, or data is NULL with len > 0.
+ * Thread-safety: any number of threads at once; each call's bytes reach the
+ * pipe whole, never interleaved with another call's. */
 int llll_proc_write(llll_proc *p, const void *data, size_t len);
 
 /* Closes the child's stdin, so it reads EOF. Idempotent. Never waits: a
  * llll_proc_write in progress on another thread finishes (all of its bytes
- * are written) and then closes stdin; later writes return -EBADF. -EBADF
- * when stdin_mode gave the child no pipe. */
+ * are written) and then closes stdin; later writes return -EBADF.
+ * Errors:
+ * -EBADF    stdin_mode gave the child no pipe (nothing to close).
+ * -EINVAL   p is NULL.
+ * Thread-safety: any thread, also while another blocks in llll_proc_write. */
 int llll_proc_close_stdin(llll_proc *p);
 
 /* Sends sig (0 means SIGKILL) to the child, or to its process group when
- * new_group was set. -ESRCH once the child was reaped: a recycled pid is
- * never signalled. */
+ * new_group was set.
+ * Errors:
+ * -ESRCH    the child was already reaped (a recycled pid is never
+ *           signalled): nothing to kill; join it for its status.
+ * -EINVAL   p is NULL, or sig is not a signal.
+ * -EPERM    this process may not signal it (a set-user-ID program).
+ * Thread-safety: any thread, the child's callbacks included. */
 int llll_proc_kill(llll_proc *p, int sig);
 
-/* SIGTERM, up to grace_ms for the child to end, then SIGKILL, then join.
- * status (may be NULL) as from waitpid; -ECHILD as llll_proc_join.
- * -EDEADLK from the child's callbacks. */
+/* SIGTERM, up to grace_ms for the child to end (-1: forever, 0: SIGKILL at
+ * once), then SIGKILL, then join. status (may be NULL) as from waitpid.
+ * Errors:
+ * -ECHILD   someone else reaped the child: *status is -1 (as
+ *           llll_proc_join).
+ * -EDEADLK  called from one of this child's own callbacks: nothing done;
+ *           use llll_proc_kill there.
+ * -EINVAL   p is NULL.
+ * Thread-safety: any thread but this child's callbacks, also while others
+ * join it. */
 int llll_proc_stop(llll_proc *p, int grace_ms, int *status);
 
 /* Waits until the child was reaped and on_end returned; status (may be NULL)
- * as from waitpid. -ECHILD (and status -1) when its exit status is unknown:
- * someone else reaped it (SIGCHLD set to SIG_IGN, or a waitpid(-1) of this
- * program); no status is made up. -ETIMEDOUT when timeout_ms ran out (nothing changes);
- * -EDEADLK when called from one of this child's own callbacks. Any number of
- * threads may join at once. */
+ * as from waitpid.
+ * Errors:
+ * -ETIMEDOUT  timeout_ms ran out (also with 0): nothing changed; call
+ *           again, or llll_proc_stop.
+ * -ECHILD   its exit status is unknown (*status is -1): someone else reaped
+ *           it (SIGCHLD set to SIG_IGN, or a waitpid(-1) of this program);
+ *           no status is made up. The child has ended all the same.
+ * -EDEADLK  called from one of this child's own callbacks: nothing done.
+ * -EINVAL   p is NULL.
+ * Thread-safety: any number of threads may join at once (not this child's
+ * callbacks). */
 int llll_proc_join(llll_proc *p, int timeout_ms, int *status);
 
-/* The child's pid (still returned after it was reaped, for messages). */
+/* The child's pid (still returned after it was reaped, for messages); -1
+ * when p is NULL. Thread-safety: any thread. */
 pid_t llll_proc_pid(const llll_proc *p);
 
 /* Kills a child still running (SIGKILL, to its group with new_group), joins
- * it, frees everything. Accepts NULL. Not from the child's own callbacks.
- * Threads already blocked in llll_proc_join/stop return (with the status)
- * before it frees; no llll_proc_write may be in progress. */
+ * it, frees everything. Accepts NULL. Never fails.
+ * Thread-safety: once, from one thread, not from the child's own callbacks
+ * (there it does nothing). Threads already blocked in llll_proc_join/stop
+ * return (with the status) before it frees; no llll_proc_write may be in
+ * progress and no call may start after it. */
 void llll_proc_free(llll_proc *p);
 
 /*
@@ -330,6 +450,8 @@ void llll_proc_free(llll_proc *p);
  * -EINVAL     argv NULL or empty, input NULL with input_len > 0, input
  *             given with a stdin_mode other than LLLL_STDIN_PIPE, or a
  *             stdin_mode that is none of the three.
+ * -ECHILD     someone else reaped the child (see llll_proc_join): *status
+ *             is -1; out and err hold what it printed.
  * -ENOENT, -EACCES, ... and every other error of llll_proc_start: nothing
  *             ran, *status is unchanged, out and err are empty.
  * Thread-safety: any number of threads may run commands at once; out and
@@ -340,7 +462,9 @@ int llll_proc_run(const char *const argv[], const llll_proc_opts *opts,
                   int *status, llll_buf *out, llll_buf *err);
 
 /* A ready on_stdout/on_stderr: writes the line to this process's stdout,
- * adding '\n' when the line had none, whole lines at once. userdata unused. */
+ * adding '\n' when the line had none, whole lines at once. userdata unused.
+ * Errors are dropped (a closed stdout loses the line, raises no SIGPIPE).
+ * Thread-safety: any thread; lines of different threads never interleave. */
 void llll_print_line(void *userdata, const char *line, size_t len);
 
 /* ------------------------------------------------------ instances (llll.c) */
@@ -370,7 +494,13 @@ typedef struct llll_instance_opts {
     bool keep_sigint;          /* leave SIGINT at its default in the child */
 } llll_instance_opts;
 
-/* Starts a program as an instance (see llll_proc_start for the errors). */
+/* Starts a program as an instance.
+ * Errors (*out is NULL and no child is left behind):
+ * every error of llll_proc_start (-ENOENT, -EACCES, ... of the exec or
+ * chdir, -ENOSYS, -EMFILE, -ENFILE, -EAGAIN, -ENOMEM) but the -EINVAL
+ * of stdin_mode, which instances ignore;
+ * -EINVAL   out or argv is NULL, or argv is empty.
+ * Thread-safety: any thread, a callback's included. */
 int llll_instance_start(llll_instance **out, const char *const argv[], const llll_instance_opts *opts);
 
 /* Runs fn(channel, arg) in a forked copy of this program; the child then ends
@@ -383,24 +513,54 @@ int llll_instance_start(llll_instance **out, const char *const argv[], const lll
  * proc.env and proc.cwd apply; fn runs with no signal blocked. With
  * proc.die_with_parent the fork is made by a library thread (see
  * llll_proc_start). A fork copies the page tables: it costs more the larger
- * this process is. */
+ * this process is.
+ * Errors (*out is NULL and no child is left behind):
+ * -ENOENT, -EACCES, -ENOTDIR, ...  the errno of chdir(proc.cwd) in the
+ *           child.
+ * -ENOSYS   proc.die_with_parent off Linux.
+ * -EAGAIN   out of processes (RLIMIT_NPROC) or threads: retry later.
+ * -EMFILE, -ENFILE  out of fds for the channel or the pipes.
+ * -ENOMEM   out of memory (here, or in the child applying proc.env).
+ * -EINVAL   out or fn is NULL.
+ * Thread-safety: any thread; the child has only the calling thread, so a
+ * lock another thread held at the fork stays locked in it. */
 int llll_instance_fork(llll_instance **out, llll_main_fn *fn, void *arg, const llll_instance_opts *opts);
 
-/* llll_sbc_send / llll_sbc_recv on the instance's channel. */
+/* llll_sbc_send / llll_sbc_recv on the instance's channel.
+ * Errors: those of llll_sbc_send and llll_sbc_recv; those worth handling:
+ * LLLL_EOF  (recv) the child closed its end between frames: it exited, or
+ *           is about to; join it for its status.
+ * -EPIPE, -ECONNRESET  (send; recv: -ECONNRESET) the child is gone, or
+ *           llll_instance_free has begun: join it for its status.
+ * -ETIMEDOUT  (recv) no whole frame within timeout_ms: call again.
+ * -EPROTO   (recv) the child died inside a frame, or wrote something else
+ *           than frames on its channel.
+ * -EMSGSIZE  a frame over the maximum (llll_sbc_set_max_frame on
+ *           llll_instance_channel).
+ * -ENOMEM   (recv) frame could not grow.
+ * -EINVAL   in is NULL (or as llll_sbc_send/recv).
+ * Thread-safety: as a channel's: any number of threads at once. */
 int llll_instance_send(llll_instance *in, const void *data, size_t len);
 int llll_instance_recv(llll_instance *in, llll_buf *frame, int timeout_ms);
 
-/* The channel, owned by the instance (for the _obj functions, say). */
+/* The channel, owned by the instance (for the _obj functions, say), valid
+ * until llll_instance_free; NULL when in is NULL. Thread-safety: any
+ * thread. */
 llll_sbc *llll_instance_channel(llll_instance *in);
 
-/* As llll_proc_kill / llll_proc_join. */
+/* As llll_proc_kill / llll_proc_join, with the same errors (-ESRCH, -EPERM;
+ * -ETIMEDOUT, -ECHILD, -EDEADLK; -EINVAL when in is NULL) and the same
+ * thread-safety. */
 int llll_instance_kill(llll_instance *in, int sig);
 int llll_instance_join(llll_instance *in, int timeout_ms, int *status);
 
 /* Shuts the channel down (threads blocked in llll_instance_send/recv return
  * -EPIPE or LLLL_EOF, and free waits until they did) and closes it, gives
  * the child a short grace (200 ms) to exit on its own, kills it if it does
- * not, reaps it, frees everything. Accepts NULL. */
+ * not, reaps it, frees everything. Accepts NULL. Never fails.
+ * Thread-safety: once, from one thread, not from the child's own callbacks;
+ * other threads may be blocked in send or recv (they are woken first), but
+ * no call may start after it. */
 void llll_instance_free(llll_instance *in);
 
 /* ------------------------------------------------------------ pools (pool.c) */
@@ -496,7 +656,13 @@ typedef int llll_map_fn(void *ctx, size_t i);
  * it starts nthread - 1 worker threads and the thread calling map is the
  * last one, so nthread 1 runs every item on the caller. Workers sleep on a
  * condition variable while there is no work and run with every signal
- * blocked. Errors: -EINVAL (out NULL, nthread < 0), -ENOMEM, -EAGAIN. */
+ * blocked.
+ * Errors (*out is NULL, no thread is left running):
+ * -EAGAIN   a thread could not be started (RLIMIT_NPROC, memory): ask for
+ *           fewer.
+ * -ENOMEM   out of memory.
+ * -EINVAL   out is NULL, or nthread < 0 or above 4096.
+ * Thread-safety: any thread. */
 int llll_mapper_new(llll_mapper **out, int nthread);
 
 /* Calls fn(ctx, i) once for every i in [0, n) and returns when all returned:
@@ -506,21 +672,35 @@ int llll_mapper_new(llll_mapper **out, int nthread);
  * (guided scheduling), so items of a few nanoseconds scale. Safe from several
  * threads at once (idle workers help any map), and from inside fn: the caller
  * works on its own map until every item is claimed, then waits only for items
- * still running, so nesting cannot deadlock. */
+ * still running, so nesting cannot deadlock.
+ * Errors:
+ * the value fn returned for the lowest failing i (every i still ran);
+ * -EINVAL   m or fn is NULL (nothing ran).
+ * Thread-safety: any number of threads at once, and from inside fn. */
 int llll_mapper_map(llll_mapper *m, size_t n, llll_map_fn *fn, void *ctx);
 
-/* Joins the threads. No map may be running. Accepts NULL. */
+/* Joins the threads. Accepts NULL. Never fails. Thread-safety: once, from
+ * one thread; no map may be running. */
 void llll_mapper_free(llll_mapper *m);
 
-/* A bounded blocking FIFO of pointers (capacity >= 1 and out not NULL, else
- * -EINVAL; any pointer, NULL included, is an item). Thread-safe. put waits
- * while the queue is full, get while it is empty, up to timeout_ms (measured
- * on CLOCK_MONOTONIC); -ETIMEDOUT when it ran out, also with 0, and then
- * nothing changed. */
+/* A bounded blocking FIFO of pointers (any pointer, NULL included, is an
+ * item). put waits while the queue is full, get while it is empty, up to
+ * timeout_ms (measured on CLOCK_MONOTONIC). q (and get's item) must not be
+ * NULL.
+ * Errors of new (*out is NULL):
+ * -EINVAL   out is NULL, or capacity is 0 (or above
+ *           SIZE_MAX / sizeof(void *)).
+ * -ENOMEM   out of memory.
+ * Errors of put and get:
+ * -ETIMEDOUT  the queue stayed full (put) or empty (get) for timeout_ms,
+ *           also with 0: nothing changed; call again.
+ * Thread-safety: new from any thread; put and get from any number of
+ * threads at once. */
 int llll_fifo_new(llll_fifo **out, size_t capacity);
 int llll_fifo_put(llll_fifo *q, void *item, int timeout_ms);
 int llll_fifo_get(llll_fifo *q, void **item, int timeout_ms);
-/* Frees the queue, not the items still in it. No thread may be waiting on it. */
+/* Frees the queue, not the items still in it. Accepts NULL. Never fails.
+ * Thread-safety: no thread may be waiting on it, none may use it after. */
 void llll_fifo_free(llll_fifo *q);
 
 /* Makes one item; NULL means "no more" (that thread stops). */
@@ -529,18 +709,28 @@ typedef void *llll_gen_fn(void *ctx);
 /* nthread threads (0: the online processors) call fn and keep up to capacity
  * items made ahead (each thread may hold one more while the queue is full).
  * fn must be thread-safe when nthread > 1; it runs with every signal blocked.
- * Errors: -EINVAL (out NULL, capacity 0, fn NULL, nthread < 0), -ENOMEM,
- * -EAGAIN. */
+ * Errors (*out is NULL, no thread is left running):
+ * -EAGAIN   a thread could not be started (RLIMIT_NPROC, memory): ask for
+ *           fewer.
+ * -ENOMEM   out of memory.
+ * -EINVAL   out or fn is NULL, capacity is 0 (or above
+ *           SIZE_MAX / sizeof(void *)), or nthread < 0 or above 4096.
+ * Thread-safety: any thread. */
 int llll_gen_new(llll_gen **out, llll_gen_fn *fn, void *ctx, int nthread, size_t capacity);
 
-/* The next item. LLLL_EOF once every thread stopped and all items were taken;
- * -ETIMEDOUT when none came within timeout_ms. */
+/* The next item. g and item must not be NULL.
+ * Errors:
+ * LLLL_EOF  every thread stopped (fn returned NULL) and all items were
+ *           taken: the normal end; every later call says so again.
+ * -ETIMEDOUT  no item came within timeout_ms (also with 0): call again.
+ * Thread-safety: any number of threads at once, none during llll_gen_free. */
 int llll_gen_get(llll_gen *g, void **item, int timeout_ms);
 
 /* Stops the threads promptly, even those blocked on a full queue, and joins
  * them. Items not taken are dropped (not freed). A thread inside fn is not
  * interrupted: free waits for that call to return, drops its item and calls
- * fn no more. No llll_gen_get may be running. Accepts NULL. */
+ * fn no more. Accepts NULL. Never fails. Thread-safety: once, from one
+ * thread; no llll_gen_get may be running. */
 void llll_gen_free(llll_gen *g);
 
 #ifdef __cplusplus

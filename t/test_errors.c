@@ -1,0 +1,230 @@
+/* Errors that llll.h lists for a function and that no test of its own area
+ * checks (suite "errors"): one case each, named for the promise. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "llll.h"
+#include "t.h"
+
+START_TEST(sbc_child_leaves_a_variable_it_refuses_in_place)
+{
+    llll_sbc *ch = (llll_sbc *)&ch;
+    setenv("LLLL_SBC_FD", "3x", 1);
+    ck_assert_int_eq(llll_sbc_child(&ch), -EINVAL);
+    ck_assert_ptr_null(ch);
+    ck_assert_str_eq(getenv("LLLL_SBC_FD"), "3x");
+
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    close(fd); /* fd is now a number no file is open on */
+    char name[16];
+    snprintf(name, sizeof name, "%d", fd);
+    setenv("LLLL_SBC_FD", name, 1);
+    ck_assert_int_eq(llll_sbc_child(&ch), -EBADF);
+    ck_assert_str_eq(getenv("LLLL_SBC_FD"), name);
+    ck_assert_int_eq(llll_sbc_child(NULL), -EINVAL);
+}
+END_TEST
+
+START_TEST(sbc_open_with_a_null_out_closes_both_fds)
+{
+    int p[2];
+    ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+    ck_assert_int_eq(llll_sbc_open(NULL, p[0], p[1]), -EINVAL);
+    ck_assert_int_eq(fcntl(p[0], F_GETFD), -1);
+    ck_assert_int_eq(fcntl(p[1], F_GETFD), -1);
+}
+END_TEST
+
+#if SIZE_MAX > UINT32_MAX
+START_TEST(sbc_max_frame_above_what_a_header_can_say_means_the_largest_it_can)
+{
+    llll_sbc *a, *b;
+    ck_assert_int_eq(llll_sbc_pair(&a, &b), 0);
+    llll_sbc_set_max_frame(a, SIZE_MAX);
+    /* Refused before a byte is read from data (one byte long). */
+    char one = 'x';
+    ck_assert_int_eq(llll_sbc_send(a, &one, (size_t)UINT32_MAX + 1), -EMSGSIZE);
+    ck_assert_int_eq(llll_sbc_send(a, &one, 1), 0);
+    llll_buf f = LLLL_BUF_INIT;
+    ck_assert_int_eq(llll_sbc_recv(b, &f, -1), 0);
+    ck_assert_uint_eq(f.len, 1);
+    llll_buf_free(&f);
+    llll_sbc_close(a);
+    llll_sbc_close(b);
+}
+END_TEST
+#endif
+
+static int encode_too_long(void *ctx, const void *obj, llll_buf *out)
+{
+    (void)ctx;
+    (void)obj;
+    out->len = out->cap + 1;
+    return 0;
+}
+
+static int encode_fails(void *ctx, const void *obj, llll_buf *out)
+{
+    (void)ctx;
+    (void)obj;
+    (void)out;
+    return -EDOM;
+}
+
+static int decode_fails(void *ctx, const void *data, size_t len, void **obj)
+{
+    (void)ctx;
+    (void)data;
+    (void)len;
+    (void)obj;
+    return -EILSEQ;
+}
+
+START_TEST(sbc_obj_functions_pass_codec_errors_on_and_consume_the_frame)
+{
+    llll_sbc *a, *b;
+    ck_assert_int_eq(llll_sbc_pair(&a, &b), 0);
+    llll_codec bad_len = {encode_too_long, decode_fails, NULL};
+    llll_codec bad_enc = {encode_fails, decode_fails, NULL};
+    ck_assert_int_eq(llll_sbc_send_obj(a, &bad_len, "x"), -EINVAL);
+    ck_assert_int_eq(llll_sbc_send_obj(a, &bad_enc, "x"), -EDOM);
+    ck_assert_int_eq(llll_sbc_send(a, "one", 3), 0);
+    ck_assert_int_eq(llll_sbc_send(a, "two", 3), 0);
+    void *obj = &obj;
+    ck_assert_int_eq(llll_sbc_recv_obj(b, &bad_len, &obj, -1), -EILSEQ);
+    ck_assert_ptr_null(obj);
+    /* Nothing the failed sends made reached b, and "one" was consumed. */
+    llll_buf f = LLLL_BUF_INIT;
+    ck_assert_int_eq(llll_sbc_recv(b, &f, -1), 0);
+    ck_assert_uint_eq(f.len, 3);
+    ck_assert_int_eq(memcmp(f.data, "two", 3), 0);
+    llll_buf_free(&f);
+    llll_sbc_close(a);
+    ck_assert_int_eq(llll_sbc_recv_obj(b, &bad_len, &obj, -1), LLLL_EOF);
+    ck_assert_ptr_null(obj);
+    llll_sbc_close(b);
+}
+END_TEST
+
+START_TEST(proc_kill_refuses_a_number_that_is_no_signal)
+{
+    const char *argv[] = {"/bin/sh", "-c", "read x", NULL};
+    llll_proc *p;
+    ck_assert_int_eq(llll_proc_start(&p, argv, NULL), 0);
+    ck_assert_int_eq(llll_proc_kill(p, 1 << 20), -EINVAL);
+    ck_assert_int_eq(llll_proc_kill(NULL, SIGTERM), -EINVAL);
+    ck_assert_int_eq(llll_proc_close_stdin(p), 0);
+    int st;
+    ck_assert_int_eq(llll_proc_join(p, -1, &st), 0);
+    ck_assert(WIFEXITED(st)); /* the bad number reached no one */
+    llll_proc_free(p);
+}
+END_TEST
+
+START_TEST(proc_run_reports_echild_with_the_output_when_someone_else_reaped)
+{
+    signal(SIGCHLD, SIG_IGN); /* the kernel reaps: no status exists */
+    const char *argv[] = {"/bin/sh", "-c", "echo out; echo err >&2; exit 3", NULL};
+    llll_buf out = LLLL_BUF_INIT, err = LLLL_BUF_INIT;
+    int st = 12345;
+    ck_assert_int_eq(llll_proc_run(argv, NULL, NULL, 0, -1, &st, &out, &err), -ECHILD);
+    ck_assert_int_eq(st, -1);
+    ck_assert_uint_eq(out.len, 4);
+    ck_assert_int_eq(memcmp(out.data, "out\n", 4), 0);
+    ck_assert_uint_eq(err.len, 4);
+    ck_assert_int_eq(memcmp(err.data, "err\n", 4), 0);
+    llll_buf_free(&out);
+    llll_buf_free(&err);
+}
+END_TEST
+
+START_TEST(instance_constructors_refuse_what_they_cannot_start)
+{
+    llll_instance *in = (llll_instance *)&in;
+    ck_assert_int_eq(llll_instance_start(&in, NULL, NULL), -EINVAL);
+    ck_assert_ptr_null(in);
+    const char *empty[] = {NULL};
+    in = (llll_instance *)&in;
+    ck_assert_int_eq(llll_instance_start(&in, empty, NULL), -EINVAL);
+    ck_assert_ptr_null(in);
+    in = (llll_instance *)&in;
+    ck_assert_int_eq(llll_instance_fork(&in, NULL, NULL, NULL), -EINVAL);
+    ck_assert_ptr_null(in);
+    const char *argv[] = {"/bin/true", NULL};
+    ck_assert_int_eq(llll_instance_start(NULL, argv, NULL), -EINVAL);
+    ck_assert_int_eq(llll_instance_send(NULL, "x", 1), -EINVAL);
+    ck_assert_int_eq(llll_instance_kill(NULL, 0), -EINVAL);
+    ck_assert_int_eq(llll_instance_join(NULL, 0, NULL), -EINVAL);
+    ck_assert_ptr_null(llll_instance_channel(NULL));
+}
+END_TEST
+
+static void *no_items(void *ctx)
+{
+    (void)ctx;
+    return NULL;
+}
+
+START_TEST(thread_constructors_refuse_more_than_4096_threads)
+{
+    llll_mapper *m = (llll_mapper *)&m;
+    ck_assert_int_eq(llll_mapper_new(&m, 4097), -EINVAL);
+    ck_assert_ptr_null(m);
+    llll_gen *g = (llll_gen *)&g;
+    ck_assert_int_eq(llll_gen_new(&g, no_items, NULL, 4097, 1), -EINVAL);
+    ck_assert_ptr_null(g);
+}
+END_TEST
+
+START_TEST(queues_refuse_a_capacity_whose_array_size_overflows)
+{
+    size_t too_many = SIZE_MAX / sizeof(void *) + 1;
+    llll_fifo *q = (llll_fifo *)&q;
+    ck_assert_int_eq(llll_fifo_new(&q, too_many), -EINVAL);
+    ck_assert_ptr_null(q);
+    llll_gen *g = (llll_gen *)&g;
+    ck_assert_int_eq(llll_gen_new(&g, no_items, NULL, 1, too_many), -EINVAL);
+    ck_assert_ptr_null(g);
+}
+END_TEST
+
+START_TEST(gen_get_says_eof_again_after_the_end)
+{
+    llll_gen *g;
+    ck_assert_int_eq(llll_gen_new(&g, no_items, NULL, 2, 1), 0);
+    void *item;
+    ck_assert_int_eq(llll_gen_get(g, &item, -1), LLLL_EOF);
+    ck_assert_int_eq(llll_gen_get(g, &item, -1), LLLL_EOF);
+    ck_assert_int_eq(llll_gen_get(g, &item, 0), LLLL_EOF);
+    llll_gen_free(g);
+}
+END_TEST
+
+static Suite *errors_suite(void)
+{
+    Suite *s = suite_create("errors");
+    TCase *tc = tcase_create("listed");
+    tcase_add_test(tc, sbc_child_leaves_a_variable_it_refuses_in_place);
+    tcase_add_test(tc, sbc_open_with_a_null_out_closes_both_fds);
+#if SIZE_MAX > UINT32_MAX
+    tcase_add_test(tc, sbc_max_frame_above_what_a_header_can_say_means_the_largest_it_can);
+#endif
+    tcase_add_test(tc, sbc_obj_functions_pass_codec_errors_on_and_consume_the_frame);
+    tcase_add_test(tc, proc_kill_refuses_a_number_that_is_no_signal);
+    tcase_add_test(tc, proc_run_reports_echild_with_the_output_when_someone_else_reaped);
+    tcase_add_test(tc, instance_constructors_refuse_what_they_cannot_start);
+    tcase_add_test(tc, thread_constructors_refuse_more_than_4096_threads);
+    tcase_add_test(tc, queues_refuse_a_capacity_whose_array_size_overflows);
+    tcase_add_test(tc, gen_get_says_eof_again_after_the_end);
+    suite_add_tcase(s, tc);
+    return s;
+}
+T_SUITE(errors_suite)
