@@ -548,9 +548,10 @@ int llll_instance_recv(llll_instance *in, llll_buf *frame, int timeout_ms);
  * thread. */
 llll_sbc *llll_instance_channel(llll_instance *in);
 
-/* As llll_proc_kill / llll_proc_join, with the same errors (-ESRCH, -EPERM;
- * -ETIMEDOUT, -ECHILD, -EDEADLK; -EINVAL when in is NULL) and the same
- * thread-safety. */
+/* As llll_proc_kill / llll_proc_join.
+ * Errors: theirs (-ESRCH, -EPERM; -ETIMEDOUT, -ECHILD, -EDEADLK), and
+ * -EINVAL when in is NULL.
+ * Thread-safety: as theirs. */
 int llll_instance_kill(llll_instance *in, int sig);
 int llll_instance_join(llll_instance *in, int timeout_ms, int *status);
 
