@@ -214,6 +214,7 @@ clean:
 # tests run against it, the queue must drain, the daemons are stopped by pid.
 SLURM_TEST_SRCS = t/slurm/test_srun.c
 SLURM_HELPERS = $(B)/t/slurm/helper_echo $(B)/t/slurm/helper_worker
+SLURM_BENCHES = $(B)/t/slurm/bench_srun
 SLURM_ROUNDS = 5
 .PHONY: test-slurm bench-slurm
 
@@ -227,7 +228,7 @@ $(B)/t/slurm/run: t/main.c $(SLURM_TEST_SRCS) t/t.h t/slurm/srun.h $(LIB_A) | $(
 $(B)/t/slurm/helper_%: t/slurm/helper_%.c $(LIB_A) | $(B)/t/slurm/.dir
 	$(CC) $(ALL_CFLAGS) -I. -o $@ $< $(ALL_LDFLAGS) $(LIB_A) $(LDLIBS)
 
-$(B)/t/slurm/bench_srun: t/slurm/bench_srun.c t/slurm/srun.h bench/bench.h $(LIB_A) | $(B)/t/slurm/.dir
+$(B)/t/slurm/bench_%: t/slurm/bench_%.c t/slurm/srun.h bench/bench.h $(LIB_A) | $(B)/t/slurm/.dir
 	$(CC) $(ALL_CFLAGS) -I. -It/slurm -Ibench -o $@ $< $(ALL_LDFLAGS) $(LIB_A) $(LDLIBS)
 
 test-slurm: $(B)/t/slurm/run $(SLURM_HELPERS)
@@ -235,12 +236,14 @@ test-slurm: $(B)/t/slurm/run $(SLURM_HELPERS)
 
 # Round trips through srun against local; as root, again with TCP quick ACKs
 # on the loopback routes (t/slurm/quickack.sh puts them back).
-bench-slurm: $(B)/t/slurm/bench_srun $(B)/t/slurm/helper_echo
+bench-slurm: $(SLURM_BENCHES) $(SLURM_HELPERS)
 	t/slurm/cluster.sh run sh -c 'export LLLL_T_DIR=$(B)/t/slurm; \
-	  echo "== loopback routes as they are"; $(B)/t/slurm/bench_srun $(SLURM_ROUNDS) || exit 1; \
-	  if [ "$$(id -u)" = 0 ] && command -v ip >/dev/null; then \
-	    echo "== with quickack 1 on the loopback routes"; \
-	    t/slurm/quickack.sh run $(B)/t/slurm/bench_srun $(SLURM_ROUNDS); fi'
+	  for b in $(SLURM_BENCHES); do \
+	    echo "== $$b, loopback routes as they are"; $$b $(SLURM_ROUNDS) || exit 1; \
+	    if [ "$$(id -u)" = 0 ] && command -v ip >/dev/null; then \
+	      echo "== $$b, with quickack 1 on the loopback routes"; \
+	      t/slurm/quickack.sh run $$b $(SLURM_ROUNDS) || exit 1; fi; \
+	  done'
 
 # ---------------------------------------------------------------- install
 PREFIX = /usr/local

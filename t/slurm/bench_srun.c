@@ -4,6 +4,7 @@
  * srun alternate, ROUNDS times (default 5); medians. Run inside
  * t/slurm/cluster.sh (SLURM_CONF). */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
