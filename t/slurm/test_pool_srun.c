@@ -44,7 +44,8 @@ static void on_stderr(void *ud, const char *line, size_t len)
     errlog.len += n;
     errlog.text[errlog.len] = '\0';
     pthread_mutex_unlock(&errlog.mu);
-    fwrite(line, 1, len, stderr);   /* still shown, for a failing run */
+    if (!strstr(line, "noise from worker"))
+        fwrite(line, 1, len, stderr);   /* still shown, for a failing run */
 }
 
 static bool errlog_has(const char *s)
@@ -262,7 +263,9 @@ static void map_squares(llll_pool *p, size_t n)
     ck_assert_uint_eq(m.bad, 0);
 }
 
-/* A map of 64 KiB frames, each echoed: frames srun carries in many pieces. */
+/* A map of 64 KiB frames, each echoed: frames srun carries in many pieces
+ * (each of which may wait for a delayed TCP ACK between srun and the node:
+ * keep the maps through srun short). */
 #define BIG (64 * 1024)
 static int big_arg(void *ctx, size_t i, llll_buf *arg)
 {
@@ -318,9 +321,9 @@ START_TEST(a_map_over_srun_workers_returns_every_result_in_order)
     llll_pool *p = start_mixed(NULL);
     map_squares(p, 2000);
     struct sq_map m = { 0, 0 };
-    int rc = llll_pool_map(p, 64, big_arg, big_result, &m, NULL);
+    int rc = llll_pool_map(p, 24, big_arg, big_result, &m, NULL);
     ck_assert_msg(rc == 0, "map: %s", llll_strerror(rc));
-    ck_assert_uint_eq(m.next, 64);
+    ck_assert_uint_eq(m.next, 24);
     ck_assert_uint_eq(m.bad, 0);
     llll_pool_free(p);
     assert_no_child();
@@ -336,7 +339,7 @@ START_TEST(a_worker_printing_to_stdout_through_srun_still_answers_right)
     for (int k = 0; k < NW; k++)
         ck_assert_msg(w.h[k].rc == 0, "hold: %s", llll_strerror(w.h[k].rc));
     ck_assert_int_eq(call_num(p, "sq 12"), 144);
-    map_squares(p, 500);
+    map_squares(p, 60);
     llll_pool_free(p);
     /* the stray lines went to stderr, not into the channel */
     ck_assert(errlog_has("noise from worker"));
@@ -399,7 +402,7 @@ START_TEST(an_srun_to_a_missing_partition_fails_start_and_says_why)
     static const llll_host hosts[] = { { srun_nowhere, 1 }, { NULL, 1 } };
     llll_pool *p = (llll_pool *)&p;
     int rc = start(&p, hosts, 2, NULL);
-    ck_assert_msg(rc < 0, "start: %d", rc);
+    ck_assert_msg(rc == -ECONNRESET, "start: %s", llll_strerror(rc));   /* srun exited */
     ck_assert_ptr_null(p);
     ck_assert_msg(errlog_has("Invalid partition"), "stderr: %s", errlog.text);
     assert_no_child();
