@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -397,6 +399,53 @@ START_TEST(killing_the_srun_of_a_busy_worker_fails_its_call_as_a_crash_and_relau
 }
 END_TEST
 
+START_TEST(killing_the_master_ends_its_srun_workers_and_their_sruns)
+{
+    /* A child process holds the pool and tells its workers' pids and its
+     * sruns' pids; it is then killed with SIGKILL, as a crashed master. */
+    int pfd[2];
+    ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+    pid_t master = fork();
+    ck_assert_int_ge(master, 0);
+    if (master == 0) {
+        close(pfd[0]);
+        llll_pool *p = start_mixed(NULL);
+        struct hold w;
+        hold_all(&w, p);
+        release_all(&w);
+        long pids[NW + 2];
+        for (int k = 0; k < NW; k++)
+            pids[k] = strtol(w.who[k], NULL, 10);
+        pids[NW] = child_with_arg("llll-w1");
+        pids[NW + 1] = child_with_arg("llll-w2");
+        if (write(pfd[1], pids, sizeof pids) != (ssize_t)sizeof pids)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    close(pfd[1]);
+    long pids[NW + 2];
+    ck_assert_int_eq(read(pfd[0], pids, sizeof pids), (ssize_t)sizeof pids);
+    close(pfd[0]);
+    struct pollfd pf[NW + 2];
+    for (int k = 0; k < NW + 2; k++) {
+        ck_assert_int_gt(pids[k], 0);
+        pf[k].fd = (int)syscall(SYS_pidfd_open, (pid_t)pids[k], 0);
+        ck_assert_msg(pf[k].fd >= 0, "pidfd_open %ld: %s", pids[k], strerror(errno));
+        pf[k].events = POLLIN;
+    }
+    ck_assert_int_eq(kill(master, SIGKILL), 0);
+    ck_assert_int_eq(waitpid(master, NULL, 0), master);
+    /* Each worker reads EOF through its srun (or its socket) and ends; each
+     * srun then ends with its task. */
+    for (int k = 0; k < NW + 2; k++) {
+        while (poll(&pf[k], 1, -1) < 0)
+            ck_assert_int_eq(errno, EINTR);
+        close(pf[k].fd);
+    }
+}
+END_TEST
+
 START_TEST(an_srun_to_a_missing_partition_fails_start_and_says_why)
 {
     static const llll_host hosts[] = { { srun_nowhere, 1 }, { NULL, 1 } };
@@ -418,6 +467,7 @@ static Suite *pool_srun_suite(void)
     tcase_add_test(tc, a_map_over_srun_workers_returns_every_result_in_order);
     tcase_add_test(tc, a_worker_printing_to_stdout_through_srun_still_answers_right);
     tcase_add_test(tc, killing_the_srun_of_a_busy_worker_fails_its_call_as_a_crash_and_relaunches_it);
+    tcase_add_test(tc, killing_the_master_ends_its_srun_workers_and_their_sruns);
     tcase_add_test(tc, an_srun_to_a_missing_partition_fails_start_and_says_why);
     suite_add_tcase(s, tc);
     return s;
