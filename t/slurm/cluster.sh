@@ -86,11 +86,26 @@ stop_pid() {
 }
 
 stop_dir() {
-    local d=$1
+    local d=$1 ctld="" jobs t0
     [ -f "$d/slurm.conf" ] || die "$d is not a cluster folder"
+    [ -f "$d/slurmctld.ours" ] && ctld=$(cat "$d/slurmctld.ours")
+    # Jobs still running (a run cut short) are cancelled while the daemons
+    # can still end their steps, or their srun and slurmstepd would linger.
+    if [ -n "$ctld" ] && kill -0 "$ctld" 2>/dev/null; then
+        jobs=$(SLURM_CONF="$d/slurm.conf" timeout 10 squeue -h -o %i 2>/dev/null || true)
+        if [ -n "$jobs" ]; then
+            # shellcheck disable=SC2086 # one job id a word
+            SLURM_CONF="$d/slurm.conf" timeout 10 scancel $jobs 2>/dev/null || true
+            t0=$SECONDS
+            while [ $((SECONDS - t0)) -lt "$STOP_TIMEOUT" ] &&
+                [ -n "$(SLURM_CONF="$d/slurm.conf" timeout 10 squeue -h -o %i 2>/dev/null)" ]; do
+                sleep 0.1
+            done
+        fi
+    fi
     # slurmd first, so the controller does not wait on a node going away.
     [ -f "$d/slurmd.ours" ] && stop_pid "$(cat "$d/slurmd.ours")"
-    [ -f "$d/slurmctld.ours" ] && stop_pid "$(cat "$d/slurmctld.ours")"
+    [ -n "$ctld" ] && stop_pid "$ctld"
     rm -rf "$d"
 }
 
@@ -111,9 +126,13 @@ start_cluster() {
         dp=$(free_port)
         [ "$dp" != "$cp" ] || dp=$((cp + 1))
         write_conf "$d" "$cp" "$dp"
-        slurmctld -D -i -f "$d/slurm.conf" </dev/null >"$d/slurmctld.out" 2>&1 &
+        # In a session of their own, so a Ctrl-C or a signal to the caller's
+        # process group leaves them to stop_dir, which ends the jobs first.
+        # (A background child is no group leader: setsid execs in place, and
+        # $! is the daemon's pid.)
+        setsid slurmctld -D -i -f "$d/slurm.conf" </dev/null >"$d/slurmctld.out" 2>&1 &
         echo $! > "$d/slurmctld.ours"
-        slurmd -D -N localhost -f "$d/slurm.conf" </dev/null >"$d/slurmd.out" 2>&1 &
+        setsid slurmd -D -N localhost -f "$d/slurm.conf" </dev/null >"$d/slurmd.out" 2>&1 &
         echo $! > "$d/slurmd.ours"
         local t0=$SECONDS state=""
         while [ $((SECONDS - t0)) -lt "$UP_TIMEOUT" ]; do
