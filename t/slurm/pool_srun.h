@@ -147,7 +147,8 @@ static inline void *holder_main(void *arg)
     llll_buf res = LLLL_BUF_INIT;
     h->rc = llll_pool_call(h->p, h->cmd, strlen(h->cmd), &res);
     size_t n = res.len < sizeof h->answer - 1 ? res.len : sizeof h->answer - 1;
-    memcpy(h->answer, res.data, n);
+    if (n)
+        memcpy(h->answer, res.data, n);
     h->answer[n] = '\0';
     llll_buf_free(&res);
     return NULL;
@@ -220,7 +221,8 @@ static inline long call_num(llll_pool *p, const char *cmd)
     ck_assert_msg(rc == 0, "%s: %s", cmd, llll_strerror(rc));
     char s[64];
     size_t n = res.len < sizeof s - 1 ? res.len : sizeof s - 1;
-    memcpy(s, res.data, n);
+    if (n)
+        memcpy(s, res.data, n);
     s[n] = '\0';
     llll_buf_free(&res);
     return strtol(s, NULL, 10);

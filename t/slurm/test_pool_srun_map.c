@@ -23,7 +23,8 @@ static int sq_result(void *ctx, size_t i, int rc, const void *result, size_t len
     struct sq_map *m = ctx;
     char s[32], want[32];
     size_t n = len < sizeof s - 1 ? len : sizeof s - 1;
-    memcpy(s, result, n);
+    if (n)
+        memcpy(s, result, n);
     s[n] = '\0';
     snprintf(want, sizeof want, "%zu", i * i);
     if (i != m->next++ || rc != 0 || strcmp(s, want) != 0)
