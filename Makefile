@@ -222,7 +222,7 @@ $(B)/t/slurm/.dir: | $(B)/.dirs
 	mkdir -p $(B)/t/slurm
 	touch $@
 
-$(B)/t/slurm/run: t/main.c $(SLURM_TEST_SRCS) t/t.h t/slurm/srun.h t/slurm/pool_srun.h $(LIB_A) | $(B)/t/slurm/.dir
+$(B)/t/slurm/run: t/main.c $(SLURM_TEST_SRCS) t/t.h t/slurm/srun.h t/slurm/pool_srun.h $(LIB_A) $(wildcard $(CHECK_MK)) | $(B)/t/slurm/.dir
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -I. -It -It/slurm -o $@ t/main.c $(SLURM_TEST_SRCS) $(ALL_LDFLAGS) $(LIB_A) $(CHECK_LIBS) $(LDLIBS)
 
 $(B)/t/slurm/helper_%: t/slurm/helper_%.c $(LIB_A) | $(B)/t/slurm/.dir
