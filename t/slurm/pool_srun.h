@@ -129,13 +129,13 @@ static inline pid_t child_with_arg(const char *arg)
 struct holder {
     pthread_t t;
     llll_pool *p;
-    char cmd[2 * PATH_MAX + 16];
+    char cmd[2 * PATH_MAX + 32];
     int rc;
     char answer[128];
 };
 
 struct hold {
-    char dir[64], out[128], in[128];
+    char dir[PATH_MAX], out[PATH_MAX + 8], in[PATH_MAX + 8];
     int fo;
     struct holder h[NW];
     char who[NW][128];   /* as reported on out */
@@ -157,7 +157,9 @@ static inline void *holder_main(void *arg)
 /* Starts the NW calls and returns once every worker holds one. */
 static inline void hold_all(struct hold *w, llll_pool *p)
 {
-    strcpy(w->dir, "/tmp/llll-hold.XXXXXX");
+    /* in the cluster's folder, which goes when the cluster stops */
+    const char *top = getenv("LLLL_SLURM_DIR");
+    snprintf(w->dir, sizeof w->dir, "%s/hold.XXXXXX", top ? top : "/tmp");
     ck_assert_ptr_nonnull(mkdtemp(w->dir));
     snprintf(w->out, sizeof w->out, "%s/out", w->dir);
     snprintf(w->in, sizeof w->in, "%s/in", w->dir);
