@@ -63,7 +63,7 @@ static int start_thread(pthread_t *t, void *(*body)(void *), void *arg)
  * the process, after which every pos the owner published is visible to the
  * thief, and every end the owner reads is the thief's. The owner needs only a
  * compiler barrier. Where membarrier is missing (or refused, e.g. under
- * valgrind or seccomp), both sides use a seq_cst fence.
+ * valgrind or seccomp), the four accesses are seq_cst, which orders them.
  *
  * After the barrier, pos > cut means the owner took pos - 1 (or is deciding
  * on it from the old end): the thief gives [cut, pos) back by setting end =
@@ -161,12 +161,10 @@ static bool steal(struct job *j, struct slot *self)
             return false;
         size_t e = atomic_load_explicit(&v->end, memory_order_relaxed);
         size_t cut = e - (most + 1) / 2;
-        atomic_store_explicit(&v->end, cut, memory_order_relaxed);
-        if (!j->asym)
-            atomic_thread_fence(memory_order_seq_cst);
-        else if (!membarrier_all())
+        atomic_store(&v->end, cut);
+        if (j->asym && !membarrier_all())
             cut = e;            /* cannot happen once registered; never unsafe */
-        size_t p = atomic_load_explicit(&v->pos, memory_order_relaxed);
+        size_t p = atomic_load(&v->pos);
         if (p > cut) {
             cut = p < e ? p : e;
             atomic_store_explicit(&v->end, cut, memory_order_relaxed);
@@ -214,14 +212,18 @@ HOT_ALIGN static size_t run_range(struct job *j, struct slot *s, size_t lo, size
 {
     llll_map_fn *fn = j->fn;
     void *ctx = j->ctx;
-    bool fence = !j->asym;
+    bool asym = j->asym;
     for (size_t i = lo;; i++) {
-        atomic_store_explicit(&s->pos, i + 1, memory_order_relaxed);
-        if (fence)
-            atomic_thread_fence(memory_order_seq_cst);
-        else
+        size_t end;
+        if (asym) {
+            atomic_store_explicit(&s->pos, i + 1, memory_order_relaxed);
             atomic_signal_fence(memory_order_seq_cst);
-        if (i >= atomic_load_explicit(&s->end, memory_order_relaxed)) {
+            end = atomic_load_explicit(&s->end, memory_order_relaxed);
+        } else {
+            atomic_store(&s->pos, i + 1);
+            end = atomic_load(&s->end);
+        }
+        if (i >= end) {
             pthread_mutex_lock(&j->mu);
             if (i >= atomic_load_explicit(&s->end, memory_order_relaxed))
                 return i;
