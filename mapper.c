@@ -237,20 +237,20 @@ HOT_ALIGN static size_t run_range(struct job *j, struct slot *s, size_t lo, size
     }
 }
 
-static double now_ns(void)
+static uint64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* The next claim after k items ran in ns: what lasts CLAIM_NS at that rate,
  * at most twice the last claim, at least 1. */
-static size_t claim_size(size_t last, size_t k, double ns)
+static size_t claim_size(size_t last, size_t k, uint64_t ns)
 {
     if (k == 0)
         return last;            /* thieves took the whole range: no measure */
-    double fit = ns > 0 ? (double)k * CLAIM_NS / ns : 2.0 * (double)last;
+    double fit = ns > 0 ? (double)k * CLAIM_NS / (double)ns : 2.0 * (double)last;
     double grow = 2.0 * (double)last;
     double c = fit < grow ? fit : grow;
     return c < 1 ? 1 : c > (double)(SIZE_MAX / 4) ? SIZE_MAX / 4 : (size_t)c;
@@ -269,7 +269,7 @@ static void work_on(struct job *j, size_t *err_i, int *err)
     while (next_range(j, &self, want)) {
         size_t lo = atomic_load_explicit(&self.pos, memory_order_relaxed);
         pthread_mutex_unlock(&j->mu);
-        double t = now_ns();
+        uint64_t t = now_ns();
         size_t hi = run_range(j, &self, lo, err_i, err);
         want = claim_size(want, hi - lo, now_ns() - t);
     }
