@@ -20,8 +20,8 @@
  * nthread) items, so every thread still finds work near the end; within that,
  * it is sized to last about CLAIM_NS at the rate the thread's last range ran,
  * growing at most twofold per claim. 50 us makes the cost of a claim (a lock,
- * a clock read) noise, and keeps a claim of items costing more than that to a
- * single item, as with one item per hand-out. */
+ * two clock reads) noise, and makes every claim of items costing more than
+ * that a single item, as with one item per hand-out. */
 #define SHARE_K 2
 #define CLAIM_NS 50000.0
 #define MAX_THREADS 4096
@@ -62,8 +62,8 @@ static int start_thread(pthread_t *t, void *(*body)(void *), void *arg)
  * both: membarrier(PRIVATE_EXPEDITED) runs a full barrier on every thread of
  * the process, after which every pos the owner published is visible to the
  * thief, and every end the owner reads is the thief's. The owner needs only a
- * compiler barrier. Where membarrier is missing (or refused, e.g. under
- * valgrind or seccomp), the four accesses are seq_cst, which orders them.
+ * compiler barrier. Where membarrier is missing (other systems, kernels before
+ * 4.14, a seccomp filter), the four accesses are seq_cst, which orders them.
  *
  * After the barrier, pos > cut means the owner took pos - 1 (or is deciding
  * on it from the old end): the thief gives [cut, pos) back by setting end =
@@ -77,7 +77,7 @@ struct slot {
 };
 
 /* One call of llll_mapper_map. It lives on the caller's stack: it is linked
- * into the mapper's list while it may have unclaimed items, and the caller
+ * into the mapper's list while it may have unstarted items, and the caller
  * returns only once it is unlinked and no worker is attached to it. */
 struct job {
     pthread_mutex_t mu;         /* taken: the counter, the slot list, every change of a range */

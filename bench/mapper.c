@@ -13,7 +13,7 @@
  * schedule with the lowest median; "ratio" is the median over rounds of
  * llll / best (below 1: llll faster). Rows of uneven items also run the items
  * one by one, timing each, and report llll against the ideal
- * max(total work / 2, longest item). */
+ * max(total work / 2, longest item). Row names as arguments run only those. */
 #define _GNU_SOURCE
 #include <omp.h>
 #include <stdint.h>
@@ -264,7 +264,7 @@ static double spin_rate(void)
     return best;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     uint32_t *in = malloc(N_TRIVIAL * sizeof *in), *out = malloc(N_TRIVIAL * sizeof *out);
     if (!in || !out || llll_mapper_new(&mapper, THREADS) != 0) {
@@ -310,8 +310,13 @@ int main(void)
            THREADS);
     printf("%-8s %8s %8s %8s %8s %8s  %-10s %5s  %8s %5s\n", "row", "llll", "static", "dyn,1",
            "dyn,64", "guided", "best", "ratio", "ideal", "/ideal");
-    for (size_t k = 0; k < sizeof rows / sizeof rows[0]; k++)
-        bench_row(&rows[k]);
+    for (size_t k = 0; k < sizeof rows / sizeof rows[0]; k++) {
+        int picked = argc < 2;
+        for (int a = 1; a < argc; a++)
+            picked |= strcmp(argv[a], rows[k].name) == 0;
+        if (picked)
+            bench_row(&rows[k]);
+    }
     printf("target: ratio <= 1.15 on every row; /ideal <= 1.15 on front, back, random\n");
 
     llll_mapper_free(mapper);
