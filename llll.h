@@ -424,8 +424,9 @@ int llll_mapper_new(llll_mapper **out, int nthread);
  * has the most. So items of a few nanoseconds run in long ranges, and a slow
  * item holds up only itself: while it runs, the rest of its thread's range
  * goes to threads that are free. On Linux a steal costs one membarrier(2)
- * call and an item nothing more than the loop; where membarrier is missing or
- * refused, each item costs an atomic exchange. */
+ * call, and an item a plain store and load more than a bare loop; where
+ * membarrier is missing or refused, that store is sequentially consistent
+ * (an atomic exchange on x86). */
 int llll_mapper_map(llll_mapper *m, size_t n, llll_map_fn *fn, void *ctx);
 
 /* Joins the threads. No map may be running. Accepts NULL. */
