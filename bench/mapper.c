@@ -9,7 +9,8 @@
  *   random   2000 items of busy work from 1 us to 2 ms, Pareto-tailed
  *            (alpha 0.5, fixed seed)
  * Each round runs llll and OpenMP static, dynamic,1, dynamic,64 and guided
- * once, in an order that rotates from round to round. "best" is the OpenMP
+ * once, in an order that rotates from round to round, each run after 10 ms
+ * idle. "best" is the OpenMP
  * schedule with the lowest median; "ratio" is the median over rounds of
  * llll / best (below 1: llll faster). Rows of uneven items also run the items
  * one by one, timing each, and report llll against the ideal
@@ -126,6 +127,15 @@ static double run(int v, size_t n, llll_map_fn *fn, void *ctx)
     return now() - t;
 }
 
+/* OpenMP's threads spin for a while (here 1-3 ms) after a parallel loop, on
+ * the CPUs the next run needs: every run starts after 10 ms of idleness, so
+ * each finds the other's threads asleep, as its own. */
+static void settle(void)
+{
+    struct timespec pause = {0, 10000000};
+    nanosleep(&pause, NULL);
+}
+
 /* The items one by one: total and longest time. */
 static void run_each(size_t n, llll_map_fn *fn, void *ctx, double *total, double *longest)
 {
@@ -159,6 +169,7 @@ static void bench_row(const row *r)
         for (int s = 0; s < NV; s++) {
             int v = (k + s) % NV;
             r->reset(r->ctx);
+            settle();
             t[v][k] = run(v, r->n, r->fn, r->ctx);
             if (!r->ok(r->ctx)) {
                 fprintf(stderr, "bench/mapper: %s: %s: wrong result\n", r->name, vname[v]);
