@@ -452,6 +452,7 @@ START_TEST(while_an_item_in_the_middle_is_held_after_thousands_of_fast_ones_ever
 }
 END_TEST
 
+/* Fails for a schedule that runs a range, or hands out items, from the back. */
 START_TEST(while_the_last_item_is_held_every_other_item_runs)
 {
     size_t held = 99999;
@@ -459,6 +460,8 @@ START_TEST(while_the_last_item_is_held_every_other_item_runs)
 }
 END_TEST
 
+/* Skew at the back: near the end, guided chunks of remaining / (2 x nthread)
+ * put item n - 9 with its successor. */
 START_TEST(while_the_ninth_item_from_the_end_is_held_every_other_item_runs)
 {
     size_t held = 99991;
