@@ -452,7 +452,8 @@ START_TEST(while_an_item_in_the_middle_is_held_after_thousands_of_fast_ones_ever
 }
 END_TEST
 
-/* Fails for a schedule that runs a range, or hands out items, from the back. */
+/* Fails for a schedule whose threads run their range from its back end (as
+ * the owner of a work-stealing deque does). */
 START_TEST(while_the_last_item_is_held_every_other_item_runs)
 {
     size_t held = 99999;
