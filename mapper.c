@@ -162,8 +162,12 @@ static bool steal(struct job *j, struct slot *self)
         size_t e = atomic_load_explicit(&v->end, memory_order_relaxed);
         size_t cut = e - (most + 1) / 2;
         atomic_store(&v->end, cut);
-        if (j->asym && !membarrier_all())
-            cut = e;            /* cannot happen once registered; never unsafe */
+        if (j->asym && !membarrier_all()) {
+            /* Cannot happen once registered. Without the barrier nothing can
+             * be taken safely: the owner keeps its range and runs it. */
+            atomic_store(&v->end, e);
+            return false;
+        }
         size_t p = atomic_load(&v->pos);
         if (p > cut) {
             cut = p < e ? p : e;
