@@ -501,12 +501,24 @@ int llll_mapper_new(llll_mapper **out, int nthread);
 
 /* Calls fn(ctx, i) once for every i in [0, n) and returns when all returned:
  * 0, or the value of the failing call with the lowest i (every i still runs).
- * n == 0 returns 0 at once; -EINVAL when fn is NULL. Work is handed out in
- * chunks from an atomic counter, large first and shrinking near the end
- * (guided scheduling), so items of a few nanoseconds scale. Safe from several
+ * n == 0 returns 0 at once; -EINVAL when fn is NULL. Safe from several
  * threads at once (idle workers help any map), and from inside fn: the caller
- * works on its own map until every item is claimed, then waits only for items
- * still running, so nesting cannot deadlock. */
+ * works on its own map until no item is left unstarted, then waits only for
+ * items still running, so nesting cannot deadlock.
+ *
+ * The schedule adapts to the items' cost and needs no parameter. Each thread
+ * runs a range of items in index order. It takes its next range from the
+ * items not yet handed out, sized to last about 50 us at the speed its last
+ * range ran: one item while items are slower than that, at most twice the
+ * last range, and never more than what is left / (2 x nthread), so every
+ * thread has work until the end. Once every item is handed out, a thread left
+ * without work takes the back half of the unstarted items of the thread that
+ * has the most. So items of a few nanoseconds run in long ranges, and a slow
+ * item holds up only itself: while it runs, the rest of its thread's range
+ * goes to threads that are free. On Linux a steal costs one membarrier(2)
+ * call, and an item a plain store and load more than a bare loop; where
+ * membarrier is missing or refused, that store is sequentially consistent
+ * (an atomic exchange on x86). */
 int llll_mapper_map(llll_mapper *m, size_t n, llll_map_fn *fn, void *ctx);
 
 /* Joins the threads. No map may be running. Accepts NULL. */
