@@ -57,6 +57,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -80,7 +81,8 @@
 #define START_TIMEOUT_MS 10000
 #define FREE_GRACE_MS 200      /* for workers to exit on EOF, all together */
 #define SEND_ATTEMPTS 3        /* a worker found dead before it read the request */
-#define DELEGATE_MAX 8         /* queued calls a worker's owner runs before handing it on */
+#define DELEGATE_MAX 8         /* frames of queued calls a worker's owner runs before handing it on */
+#define COMBINE_MAX 64         /* queued calls it sends together, in one frame */
 
 /* Maps */
 #define BATCH_MAX 4096         /* items per request frame */
@@ -104,6 +106,7 @@ struct slot {
     bool expired;       /* the watchdog killed the worker at its deadline */
     uint32_t next_id;   /* owner only: the last request id sent */
     llll_buf tx;        /* owner only: a call's request frame */
+    llll_buf rx;        /* owner only: replies to calls run together */
 };
 
 /* A thread waiting for a worker: a call (which an owner of a worker may run
@@ -111,10 +114,11 @@ struct slot {
 enum wait_state { W_WAITING, W_RUNNING, W_DONE, W_GRANTED, W_RETRY };
 struct waiter {
     struct waiter *next;
-    pthread_cond_t cv;
-    enum wait_state state;
+    sem_t wake;               /* posted by the thread that changed state */
+    _Atomic int state;        /* enum wait_state */
     int slot;                 /* W_GRANTED: the slot it now owns */
     bool is_call;
+    bool alone;               /* its worker died in a frame shared with others: runs alone */
     const void *arg;          /* a call's request and outcome */
     size_t len;
     llll_buf *result;
@@ -405,7 +409,7 @@ static void kick(llll_pool *p)
     struct waiter *w = dequeue(p);
     if (w) {
         w->state = W_RETRY;
-        pthread_cond_signal(&w->cv);
+        sem_post(&w->wake);
     }
 }
 
@@ -415,9 +419,9 @@ static void release(llll_pool *p, int i)
 {
     struct waiter *w = p->closing ? NULL : dequeue(p);
     if (w) {
-        w->state = W_GRANTED;
         w->slot = i;
-        pthread_cond_signal(&w->cv);
+        w->state = W_GRANTED;
+        sem_post(&w->wake);
     } else {
         p->slots[i].state = SLOT_IDLE;
     }
@@ -487,7 +491,8 @@ static int retire(llll_pool *p, int i)
 }
 
 /* Takes a worker: 0 with *slot owned, 1 when another thread ran the call
- * (w->rc), or an error. Lock held on entry and exit. */
+ * (w->rc; the lock is then not held, and the call left the pool), or an
+ * error. Lock held on entry and (but for 1) on exit. */
 static int acquire(llll_pool *p, struct waiter *w, int *slot)
 {
     for (;;) {
@@ -524,22 +529,27 @@ static int acquire(llll_pool *p, struct waiter *w, int *slot)
         }
         if (alive == 0)
             return -ECHILD;
+        /* Sleep without the lock: a thread that runs our call for us
+         * posts when it is done, and we return without taking the lock (it
+         * left the pool for us), so a finished call costs one wake-up. */
         enqueue(p, w);
-        while (w->state == W_WAITING && !p->closing)
-            pthread_cond_wait(&w->cv, &p->mu);
-        while (w->state == W_RUNNING)
-            pthread_cond_wait(&w->cv, &p->mu);
-        switch (w->state) {
-        case W_GRANTED:
-            *slot = w->slot;
-            return 0;
-        case W_DONE:
-            return 1;
-        case W_RETRY:
-            continue;
-        default:   /* closing */
-            unqueue(p, w);
-            return -ECANCELED;
+        for (;;) {
+            unlock(p);
+            while (sem_wait(&w->wake) < 0 && errno == EINTR) {
+            }
+            if (w->state == W_DONE)
+                return 1;
+            lock(p);
+            if (w->state == W_GRANTED) {
+                *slot = w->slot;
+                return 0;
+            }
+            if (w->state == W_RETRY)
+                break;
+            if (w->state == W_WAITING && p->closing) {
+                unqueue(p, w);
+                return -ECANCELED;
+            }
         }
     }
 }
@@ -745,30 +755,155 @@ static int call_on(llll_pool *p, int i, const void *arg, size_t len, llll_buf *r
     }
 }
 
-/* The owner of slot i runs calls waiting in the queue, oldest first, up to
- * DELEGATE_MAX, waking each caller with its outcome, then lets the slot go
- * (to the next waiter). Lock held. */
-static void serve_queue_and_release(llll_pool *p, int i)
-{
-    for (int k = 0; k < DELEGATE_MAX && !p->closing && p->qhead && p->qhead->is_call; k++) {
-        struct waiter *w = dequeue(p);
-        w->state = W_RUNNING;
-        bool owned;
-        int rc = call_on(p, i, w->arg, w->len, w->result, &owned);
-        w->state = rc == AGAIN ? W_RETRY : W_DONE;
-        w->rc = rc;
-        pthread_cond_signal(&w->cv);
-        if (!owned)
-            return;
-    }
-    release(p, i);
-}
-
 /* A call or map leaves the pool. Lock held. */
 static void leave(llll_pool *p)
 {
     if (--p->inside == 0 && p->closing)
         pthread_cond_broadcast(&p->drain_cv);
+}
+
+/* The owner of slot i runs calls waiting in the queue, oldest first, up to
+ * DELEGATE_MAX, waking each caller with its outcome, then lets the slot go
+ * (to the next waiter). Lock held. */
+/* Ends queued call w with rc and wakes its caller. Lock held. */
+static void finish_call(llll_pool *p, struct waiter *w, int rc)
+{
+    w->rc = rc;
+    if (rc != AGAIN)
+        leave(p);   /* for its caller, which returns without the lock */
+    w->state = rc == AGAIN ? W_RETRY : W_DONE;
+    sem_post(&w->wake);
+}
+
+/* Runs the m queued calls ws[] together on slot i, owned by the caller: one
+ * request frame, their results copied to their callers. When the worker
+ * fails, those it did not answer go back to the front of the queue, each to
+ * run alone (so only a call that kills a worker alone fails for it). Lock
+ * held on entry and exit. Returns whether slot i is still the caller's. */
+static bool combine_on(llll_pool *p, int i, struct waiter **ws, uint32_t m)
+{
+    struct slot *s = &p->slots[i];
+    size_t need = REQ_HEAD;
+    for (uint32_t k = 0; k < m; k++)
+        need += ARG_HEAD + ws[k]->len;
+    if (llll_buf_reserve(&s->tx, need) < 0) {
+        for (uint32_t k = 0; k < m; k++)
+            finish_call(p, ws[k], -ENOMEM);
+        return true;
+    }
+    unsigned char *f = s->tx.data;
+    uint32_t id = ++s->next_id;
+    put_request_head(f, id, p->reply_limit, m);
+    size_t pos = REQ_HEAD;
+    for (uint32_t k = 0; k < m; k++) {
+        ws[k]->result->len = 0;
+        put32(f + pos, (uint32_t)ws[k]->len);
+        if (ws[k]->len)
+            memcpy(f + pos + ARG_HEAD, ws[k]->arg, ws[k]->len);
+        pos += ARG_HEAD + ws[k]->len;
+    }
+    s->tx.len = pos;
+    arm(p, i, m);
+    unlock(p);
+    uint32_t got = 0, failures = 0;
+    enum fate fate = FT_UNSENT;
+    int rc = llll_sbc_send(s->ch, s->tx.data, s->tx.len);
+    while (rc == 0 && got < m) {
+        fate = FT_DIED;
+        rc = llll_sbc_recv(s->ch, &s->rx, -1);
+        if (rc) {
+            fate = io_fate(rc);
+            break;
+        }
+        uint32_t rid, first, count, len;
+        size_t end = s->rx.len - (s->rx.len >= REPLY_TAIL ? REPLY_TAIL : 0), off;
+        fate = FT_BAD;
+        rc = -EPROTO;
+        if (!reply_tail(s->rx.data, s->rx.len, &rid, &first, &count) || rid != id || first != got ||
+            count > m - got)
+            break;
+        /* Results are read from the end: check them all before using any. */
+        size_t e = end;
+        int item_rc;
+        uint32_t j;
+        for (j = 0; j < count && result_before(p, s->rx.data, &e, &item_rc, &off, &len); j++) {
+        }
+        if (j < count || e != 0)
+            break;
+        for (j = count; j-- > 0;) {
+            result_before(p, s->rx.data, &end, &item_rc, &off, &len);
+            struct waiter *w = ws[first + j];
+            if (item_rc != -EMSGSIZE && llll_buf_set(w->result, (char *)s->rx.data + off, len) < 0)
+                item_rc = -ENOMEM;
+            w->rc = item_rc;
+            failures += item_rc == -EREMOTEIO;
+        }
+        got += count;
+        rc = 0;
+        fate = FT_OK;
+    }
+    lock(p);
+    bool expired = disarm(p, i);
+    bump(&p->calls, got);
+    bump(&p->failures, failures);
+    for (uint32_t k = 0; k < got; k++)
+        finish_call(p, ws[k], ws[k]->rc);
+    if (got == m) {
+        if (expired)
+            return retire(p, i) == 0;
+        return true;
+    }
+    if (p->closing) {
+        for (uint32_t k = got; k < m; k++)
+            finish_call(p, ws[k], -ECANCELED);
+        return true;
+    }
+    if (fate == FT_BAD)
+        bump(&p->protocol_errors, 1);
+    if (fate == FT_BAD || (fate == FT_MIDFRAME && !expired)) {
+        for (uint32_t k = got; k < m; k++)
+            finish_call(p, ws[k], rc);
+    } else {
+        for (uint32_t k = m; k-- > got;) {
+            ws[k]->alone = true;
+            ws[k]->state = W_WAITING;
+            ws[k]->next = p->qhead;
+            p->qhead = ws[k];
+            if (!p->qtail)
+                p->qtail = ws[k];
+        }
+    }
+    return retire(p, i) == 0;
+}
+
+/* The owner of slot i runs calls waiting in the queue, oldest first (up to
+ * COMBINE_MAX of them in one frame, DELEGATE_MAX frames), waking each caller
+ * with its outcome, then lets the slot go (to the next waiter). Lock held. */
+static void serve_queue_and_release(llll_pool *p, int i)
+{
+    struct waiter *ws[COMBINE_MAX];
+    for (int k = 0; k < DELEGATE_MAX && !p->closing && p->qhead && p->qhead->is_call; k++) {
+        uint32_t m = 0;
+        if (!p->qhead->alone) {
+            while (m < COMBINE_MAX && p->qhead && p->qhead->is_call && !p->qhead->alone) {
+                ws[m] = dequeue(p);
+                ws[m++]->state = W_RUNNING;
+            }
+        }
+        bool owned;
+        if (m > 1) {
+            owned = combine_on(p, i, ws, m);
+        } else {
+            struct waiter *w = m ? ws[0] : dequeue(p);
+            if (!w)
+                break;
+            w->state = W_RUNNING;
+            finish_call(p, w, call_on(p, i, w->arg, w->len, w->result, &owned));
+        }
+        if (!owned)
+            return;
+    }
+    release(p, i);
 }
 
 int llll_pool_call(llll_pool *p, const void *arg, size_t len, llll_buf *result)
@@ -779,16 +914,16 @@ int llll_pool_call(llll_pool *p, const void *arg, size_t len, llll_buf *result)
     if (len > p->max_frame)
         return -EMSGSIZE;
     struct waiter w = { .is_call = true, .arg = arg, .len = len, .result = result };
-    pthread_cond_init(&w.cv, NULL);
+    sem_init(&w.wake, 0, 0);
     lock(p);
     int rc = -ECANCELED, i;
     if (!p->closing) {
         p->inside++;
         for (;;) {
             rc = acquire(p, &w, &i);
-            if (rc == 1) {
-                rc = w.rc;
-                break;
+            if (rc == 1) {   /* run by another thread; we are out of the pool */
+                sem_destroy(&w.wake);
+                return w.rc;
             }
             if (rc) {
                 /* A replacement cut short by free fails with the error it met
@@ -811,7 +946,7 @@ int llll_pool_call(llll_pool *p, const void *arg, size_t len, llll_buf *result)
         leave(p);
     }
     unlock(p);
-    pthread_cond_destroy(&w.cv);
+    sem_destroy(&w.wake);
     return rc;
 }
 
@@ -1469,7 +1604,7 @@ int llll_pool_map(llll_pool *p, size_t n, llll_arg_fn *argfn, llll_result_fn *re
     llll_buf arg = LLLL_BUF_INIT;
     pthread_cond_init(&m.cv, NULL);
     pthread_cond_init(&m.pump_cv, NULL);
-    pthread_cond_init(&w.cv, NULL);
+    sem_init(&w.wake, 0, 0);
     lock(p);
     int ret = -ECANCELED;
     if (!p->closing) {
@@ -1501,7 +1636,7 @@ int llll_pool_map(llll_pool *p, size_t n, llll_arg_fn *argfn, llll_result_fn *re
     llll_buf_free(&arg);
     pthread_cond_destroy(&m.cv);
     pthread_cond_destroy(&m.pump_cv);
-    pthread_cond_destroy(&w.cv);
+    sem_destroy(&w.wake);
     return ret;
 }
 /* ------------------------------------------------------ create and free */
@@ -1538,8 +1673,10 @@ static void destroy(llll_pool *p)
     free_strv(p->env_copy);
     free(p->cwd_copy);
     free(p->code_copy);
-    for (int i = 0; p->slots && i < p->n; i++)
+    for (int i = 0; p->slots && i < p->n; i++) {
         llll_buf_free(&p->slots[i].tx);
+        llll_buf_free(&p->slots[i].rx);
+    }
     free(p->slots);
     pthread_cond_destroy(&p->wd_cv);
     pthread_cond_destroy(&p->drain_cv);
@@ -1722,7 +1859,7 @@ void llll_pool_free(llll_pool *p)
     lock(p);
     p->closing = true;
     for (struct waiter *w = p->qhead; w; w = w->next)
-        pthread_cond_signal(&w->cv);
+        sem_post(&w->wake);
     pthread_cond_signal(&p->wd_cv);
     /* Wake the threads blocked on a worker; the slot stays theirs until they
      * notice, so its instance is not freed under them. */

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -63,6 +64,8 @@ struct work {
     uint64_t fail;        /* fails on it with a message, when set */
     uint64_t block_from;  /* waits forever from this x on, when set */
     size_t big;           /* result of this many bytes for x == 0, when set */
+    uint64_t hold;        /* reads a byte from hold_fd before answering it, when set */
+    int hold_fd;
 };
 static struct work work;   /* forked workers get a copy */
 
@@ -87,6 +90,11 @@ static int work_fn(void *ctx, const void *arg, size_t len, llll_buf *res)
     if ((work.hang && x == work.hang) || (work.block_from && x >= work.block_from))
         for (;;)
             pause();
+    if (work.hold && x == work.hold) {
+        char c;
+        if (read(work.hold_fd, &c, 1) != 1)
+            return 1;
+    }
     if (work.fail && x == work.fail) {
         char msg[64];
         int n = snprintf(msg, sizeof msg, "no %llu", (unsigned long long)x);
@@ -525,6 +533,78 @@ START_TEST(maps_leave_no_fd_thread_or_child_behind)
 }
 END_TEST
 
+/* ------------------------------------------ calls run together by an owner */
+
+struct one_call {
+    llll_pool *p;
+    uint64_t x;
+    int rc;
+    uint64_t y;
+    _Atomic pid_t tid;
+};
+
+static void *one_call_thread(void *a)
+{
+    struct one_call *c = a;
+    c->tid = (pid_t)syscall(SYS_gettid);
+    llll_buf res = LLLL_BUF_INIT;
+    c->rc = llll_pool_call(c->p, &c->x, sizeof c->x, &res);
+    if (c->rc == 0 && res.len == sizeof c->y)
+        memcpy(&c->y, res.data, sizeof c->y);
+    llll_buf_free(&res);
+    return NULL;
+}
+
+static void start_call(struct one_call *c, pthread_t *t)
+{
+    ck_assert_int_eq(pthread_create(t, NULL, one_call_thread, c), 0);
+    while (!c->tid)
+        sched_yield();
+    t_wait_until_sleeping(c->tid);
+}
+
+/* One worker, held by a first call while five more queue up; its caller then
+ * runs the five in one frame, and the worker dies on the fourth. The others
+ * are retried alone and get their results; only the poisonous one fails. */
+START_TEST(calls_run_together_with_one_that_kills_the_worker_get_their_results)
+{
+    int hp[2];
+    ck_assert_int_eq(pipe(hp), 0);
+    no_work_twists();
+    work.hold = 999;
+    work.hold_fd = hp[0];
+    work.poison = 13;
+    llll_pool *p = fork_pool(1, NULL);
+    struct one_call h = { .p = p, .x = 999 }, c[5];
+    pthread_t th, t[5];
+    start_call(&h, &th);
+    for (int k = 0; k < 5; k++) {
+        c[k] = (struct one_call){ .p = p, .x = (uint64_t)(10 + k) };
+        start_call(&c[k], &t[k]);
+    }
+    ck_assert_int_eq(write(hp[1], "x", 1), 1);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(h.rc, 0);
+    for (int k = 0; k < 5; k++) {
+        pthread_join(t[k], NULL);
+        if (c[k].x == 13) {
+            ck_assert_int_eq(c[k].rc, -ECONNRESET);
+        } else {
+            ck_assert_msg(c[k].rc == 0, "%d: %s", (int)c[k].x, llll_strerror(c[k].rc));
+            ck_assert_uint_eq(c[k].y, c[k].x * 3 + 1);
+        }
+    }
+    llll_pool_stats st;
+    llll_pool_get_stats(p, &st);
+    ck_assert_uint_eq(st.crashes, 1);
+    ck_assert_uint_eq(st.respawns, 2);
+    llll_pool_free(p);
+    close(hp[0]);
+    close(hp[1]);
+    assert_no_child();
+}
+END_TEST
+
 /* -------------------------------------------------- streams in memory */
 
 START_TEST(a_ten_million_item_stream_grows_rss_by_less_than_8_mib)
@@ -740,6 +820,7 @@ static Suite *pool_map_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("call errors");
+    tcase_add_test(tc, calls_run_together_with_one_that_kills_the_worker_get_their_results);
     tcase_add_test(tc, call_timeout_bounds_the_send_of_a_large_argument);
     tcase_add_test(tc, a_reply_to_another_request_gives_eproto_and_retires_the_worker);
     tcase_add_test(tc, a_malformed_reply_gives_eproto_and_retires_the_worker);
