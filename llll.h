@@ -358,11 +358,15 @@ int llll_pool_fork(llll_pool **out, llll_serve_fn *fn, void *ctx, int nproc, con
 
 /*
  * Sends arg to an idle worker and waits for its answer, written into result.
- * Safe from any number of threads; with every worker busy it blocks until one
- * is free, and then the thread owning a worker may run the call for it (the
- * caller only sleeps until its result is there), so more callers than
- * workers cost no throughput. A thread gets back the worker it used last
- * when that one is idle.
+ * Safe from any number of threads. With every worker busy the call waits in
+ * a queue, oldest first, and a thread that finished its own call on a worker
+ * runs the waiting calls there (several in one frame) before it returns, the
+ * waiting caller sleeping until its result is in: more callers than workers
+ * keep every worker busy without waking threads for nothing. When a worker
+ * dies during such a frame, the calls it had not answered run again, each
+ * alone, so a call may run twice: fn should be idempotent (a call that kills
+ * a worker alone gets -ECONNRESET, and only it). A thread gets back the
+ * worker it used last when that one is idle.
  * Errors: -EREMOTEIO (fn failed; result holds what it wrote), -ECONNRESET
  * (the worker really died during this call: its channel ended; it was
  * replaced before this returned), -ETIMEDOUT (call_timeout_ms ran out, be it
