@@ -77,7 +77,7 @@
 #define REPLY_TAIL 12          /* id, first, count */
 #define RESULT_TAIL 5          /* status, length */
 #define FRAME_LIMIT ((size_t)UINT32_MAX)
-#define MAX_FRAME_LIMIT (FRAME_LIMIT - 64)  /* the largest max_frame */
+#define MAX_FRAME_LIMIT (FRAME_LIMIT - (1 << 20))  /* the largest max_frame */
 #define START_TIMEOUT_MS 10000
 #define FREE_GRACE_MS 200      /* for workers to exit on EOF, all together */
 #define SEND_ATTEMPTS 3        /* a worker found dead before it read the request */
@@ -348,8 +348,8 @@ static int await_hello(llll_pool *p, llll_instance *in, int timeout_ms)
     } else if (rc == -EAGAIN) {
         rc = -ETIMEDOUT;
     }
-    if (rc == 0)
-        llll_sbc_set_max_frame(ch, p->reply_limit);
+    if (rc == 0)   /* our requests: a batch of BATCH_BYTES and one argument more */
+        llll_sbc_set_max_frame(ch, p->reply_limit + BATCH_BYTES + 64);
     llll_buf_free(&b);
     return rc;
 }
@@ -885,7 +885,10 @@ static void serve_queue_and_release(llll_pool *p, int i)
     for (int k = 0; k < DELEGATE_MAX && !p->closing && p->qhead && p->qhead->is_call; k++) {
         uint32_t m = 0;
         if (!p->qhead->alone) {
-            while (m < COMBINE_MAX && p->qhead && p->qhead->is_call && !p->qhead->alone) {
+            size_t bytes = 0;
+            while (m < COMBINE_MAX && p->qhead && p->qhead->is_call && !p->qhead->alone &&
+                   (m == 0 || bytes + p->qhead->len <= BATCH_BYTES)) {
+                bytes += p->qhead->len;
                 ws[m] = dequeue(p);
                 ws[m++]->state = W_RUNNING;
             }

@@ -321,6 +321,9 @@ START_TEST(an_argument_over_max_frame_fails_alone_with_emsgsize)
     ck_assert_uint_eq(r.err_i[0], 5);
     ck_assert_int_eq(r.err_rc[0], -EMSGSIZE);
     ck_assert_uint_eq(r.out_of_order, 0);
+    llll_pool_stats st;   /* batches larger than max_frame are fine */
+    llll_pool_get_stats(p, &st);
+    ck_assert_uint_eq(st.respawns + st.crashes + st.protocol_errors, 0);
     llll_pool_free(p);
 }
 END_TEST
