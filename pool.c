@@ -1583,9 +1583,9 @@ static int map_loop(struct map *m, size_t n, llll_arg_fn *argfn, llll_result_fn 
         if (m->sq_len > 0 && m->npumps < p->n) {
             int i = take_idle(p);
             if (i >= 0) {
-                if (pump_start(m, i))
-                    release(p, i);
-                continue;
+                if (pump_start(m, i) == 0)
+                    continue;
+                release(p, i);   /* no thread for it: do with the pumps we have */
             }
         }
         share(m);
