@@ -42,20 +42,13 @@
 #include "llll.h"
 #include "bench.h"
 
-/* Big-endian 32-bit, without <arpa/inet.h>'s htonl (one word, by hand). */
+/* Big-endian 32-bit, without <arpa/inet.h>'s htonl. */
 static uint32_t htonl_(uint32_t v)
 {
     unsigned char b[4] = { (unsigned char)(v >> 24), (unsigned char)(v >> 16), (unsigned char)(v >> 8), (unsigned char)v };
     uint32_t r;
     memcpy(&r, b, 4);
     return r;
-}
-
-static uint32_t ntohl_(uint32_t v)
-{
-    unsigned char b[4];
-    memcpy(b, &v, 4);
-    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
 }
 
 #define RUNS 5
@@ -369,21 +362,58 @@ static double map_rate(llll_pool *pool, size_t n)
     return (double)n / t;
 }
 
+/* Reads whole frames into r (a buffer of cap bytes holding have bytes), at
+ * least one; returns have, or -1 at EOF or error. One read takes whatever
+ * is there, usually every frame that arrived. */
+static ssize_t read_frames(int fd, unsigned char *r, size_t cap, size_t have)
+{
+    for (;;) {
+        if (have >= 4) {
+            size_t len = (size_t)r[0] << 24 | (size_t)r[1] << 16 | (size_t)r[2] << 8 | r[3];
+            if (have >= 4 + len)
+                return (ssize_t)have;
+        }
+        ssize_t n = read(fd, r + have, cap - have);
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR)
+                continue;
+            return -1;
+        }
+        have += (size_t)n;
+    }
+}
+
 /* The ceiling's worker: frames of 4-byte items, each answered x + 1 in one
- * reply frame per request frame. */
+ * reply frame per request frame, written as soon as it is done. */
 static void ceil_child(int fd)
 {
-    static uint32_t buf[1 + CEIL_BATCH];
+    static unsigned char r[1 << 16];
+    size_t have = 0;
     for (;;) {
-        if (read_full(fd, buf, 4))
+        ssize_t h = read_frames(fd, r, sizeof r, have);
+        if (h < 0)
             _exit(0);
-        uint32_t len = ntohl_(buf[0]);
-        if (len > CEIL_BATCH * 4 || read_full(fd, buf + 1, len))
-            _exit(1);
-        for (uint32_t k = 1; k <= len / 4; k++)
-            buf[k]++;
-        if (write(fd, buf, 4 + len) != (ssize_t)(4 + len))
-            _exit(1);
+        have = (size_t)h;
+        size_t pos = 0;
+        while (have - pos >= 4) {
+            unsigned char *f = r + pos;
+            size_t len = (size_t)f[0] << 24 | (size_t)f[1] << 16 | (size_t)f[2] << 8 | f[3];
+            if (len > CEIL_BATCH * 4)
+                _exit(1);
+            if (have - pos < 4 + len)
+                break;
+            for (size_t k = 0; k < len / 4; k++) {
+                uint32_t x;
+                memcpy(&x, f + 4 + 4 * k, 4);
+                x++;
+                memcpy(f + 4 + 4 * k, &x, 4);
+            }
+            if (write(fd, f, 4 + len) != (ssize_t)(4 + len))
+                _exit(1);
+            pos += 4 + len;
+        }
+        memmove(r, r + pos, have - pos);
+        have -= pos;
     }
 }
 
@@ -407,8 +437,8 @@ static int ceil_send(int fd, size_t from, size_t n)
 static void *ceil_drive(void *arg)
 {
     struct ceil_driver *d = arg;
-    size_t sent = d->from, got = d->from;
-    uint32_t buf[1 + CEIL_BATCH];
+    size_t sent = d->from, got = d->from, have = 0;
+    static _Thread_local unsigned char r[1 << 16];
     while (got < d->to) {
         while (sent < d->to && sent - got < 2 * CEIL_BATCH) {
             size_t n = d->to - sent < CEIL_BATCH ? d->to - sent : CEIL_BATCH;
@@ -418,14 +448,28 @@ static void *ceil_drive(void *arg)
             }
             sent += n;
         }
-        if (read_full(d->fd, buf, 4) || read_full(d->fd, buf + 1, ntohl_(buf[0]))) {
+        ssize_t h = read_frames(d->fd, r, sizeof r, have);
+        if (h < 0) {
             d->rc = -EIO;
             return NULL;
         }
-        size_t n = ntohl_(buf[0]) / 4;
-        for (size_t k = 0; k < n; k++)
-            d->sum += buf[1 + k];
-        got += n;
+        have = (size_t)h;
+        size_t pos = 0;
+        while (have - pos >= 4) {
+            unsigned char *f = r + pos;
+            size_t len = (size_t)f[0] << 24 | (size_t)f[1] << 16 | (size_t)f[2] << 8 | f[3];
+            if (have - pos < 4 + len)
+                break;
+            for (size_t k = 0; k < len / 4; k++) {
+                uint32_t y;
+                memcpy(&y, f + 4 + 4 * k, 4);
+                d->sum += y;
+            }
+            got += len / 4;
+            pos += 4 + len;
+        }
+        memmove(r, r + pos, have - pos);
+        have -= pos;
     }
     return NULL;
 }
