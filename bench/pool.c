@@ -24,12 +24,14 @@
  * (f) llll_pool_call from 4 and from 8 threads on 2 workers, against 2
  *     threads, calls/s. Alternating, median of 5.
  *
- * BENCH_SECONDS (default 1) sets the length of one run of (a), (b) and (f). */
+ * BENCH_SECONDS (default 1) sets the length of one run of (a), (b) and (f);
+ * BENCH_PARTS (default "abcdef") the parts to run. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -679,13 +681,16 @@ static void bench_callers(void)
 
 /* ------------------------------------------------------------------ main */
 
-int main(void)
+/* BENCH_PARTS (default "abcdef") selects the parts to run. */
+static bool part(char c)
 {
-    const char *s = getenv("BENCH_SECONDS");
-    if (s && atof(s) > 0)
-        seconds = atof(s);
-    signal(SIGPIPE, SIG_IGN);   /* the raw baseline writes to sockets by hand */
+    const char *parts = getenv("BENCH_PARTS");
+    return !parts || strchr(parts, c);
+}
 
+/* (a) and (b); returns llll's calls/s of (a). */
+static double bench_calls(void)
+{
     /* (a) the ceiling's children, and the pool */
     struct driver raw[THREADS] = { 0 }, pooled[THREADS] = { 0 };
     pid_t kids[THREADS];
@@ -693,12 +698,12 @@ int main(void)
         int sv[2];
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
             perror("socketpair");
-            return 1;
+            exit(1);
         }
         kids[i] = fork();
         if (kids[i] < 0) {
             perror("fork");
-            return 1;
+            exit(1);
         }
         if (kids[i] == 0) {
             close(sv[0]);
@@ -713,7 +718,7 @@ int main(void)
     int rc = llll_pool_fork(&pool, echo_fn, NULL, 2, NULL);
     if (rc) {
         fprintf(stderr, "bench/pool: llll_pool_fork: %s\n", llll_strerror(rc));
-        return 1;
+        exit(1);
     }
     for (int i = 0; i < THREADS; i++)
         pooled[i].pool = pool;
@@ -733,10 +738,22 @@ int main(void)
     for (int i = 0; i < THREADS; i++)
         waitpid(kids[i], NULL, 0);
     fflush(stdout);
+    return m_pool;
+}
+
+int main(void)
+{
+    const char *s = getenv("BENCH_SECONDS");
+    if (s && atof(s) > 0)
+        seconds = atof(s);
+    signal(SIGPIPE, SIG_IGN);   /* the raw baseline writes to sockets by hand */
+
+    double m_pool = part('a') || part('b') ? bench_calls() : 0;
 
     /* (b) */
     double mp_rate, cf_rate;
-    if (python_rates(&mp_rate, &cf_rate) == 0) {
+    if (!part('b')) {
+    } else if (python_rates(&mp_rate, &cf_rate) == 0) {
         printf("(b) the same load in Python (one run of %.1f s each):\n", seconds);
         printf("    multiprocessing.Pool.apply          %9.0f calls/s   %.3f of llll\n", mp_rate, mp_rate / m_pool);
         printf("    concurrent.futures ProcessPoolExec. %9.0f calls/s   %.3f of llll\n", cf_rate, cf_rate / m_pool);
@@ -745,28 +762,32 @@ int main(void)
     }
     fflush(stdout);
 
-    /* (c) */
-    rc = llll_pool_fork(&pool, fib_fn, NULL, 2, NULL);
+    llll_pool *pool;
+    int rc = llll_pool_fork(&pool, fib_fn, NULL, 2, NULL);
     if (rc) {
         fprintf(stderr, "bench/pool: llll_pool_fork: %s\n", llll_strerror(rc));
         return 1;
     }
-    printf("(c) fib(n), largest n first, 2 workers called from 2 threads, vs one process, median of %d:\n", RUNS);
-    if ((rc = fib_compare(pool, 30, 10)) || (rc = fib_compare(pool, 34, 1))) {
-        fprintf(stderr, "bench/pool: fib: %s\n", llll_strerror(rc));
-        return 1;
+    if (part('c')) {
+        printf("(c) fib(n), largest n first, 2 workers called from 2 threads, vs one process, median of %d:\n", RUNS);
+        if ((rc = fib_compare(pool, 30, 10)) || (rc = fib_compare(pool, 34, 1))) {
+            fprintf(stderr, "bench/pool: fib: %s\n", llll_strerror(rc));
+            return 1;
+        }
+        fflush(stdout);
     }
-    fflush(stdout);
-
-    bench_maps();
-    fflush(stdout);
-
-    printf("(e) fib(n) through llll_pool_map, 2 workers, vs one process, median of %d:\n", RUNS);
-    fib_map_compare(pool, 10);
-    fib_map_compare(pool, 1);
+    if (part('d')) {
+        bench_maps();
+        fflush(stdout);
+    }
+    if (part('e')) {
+        printf("(e) fib(n) through llll_pool_map, 2 workers, vs one process, median of %d:\n", RUNS);
+        fib_map_compare(pool, 10);
+        fib_map_compare(pool, 1);
+        fflush(stdout);
+    }
     llll_pool_free(pool);
-    fflush(stdout);
-
-    bench_callers();
+    if (part('f'))
+        bench_callers();
     return 0;
 }
