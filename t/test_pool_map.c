@@ -392,7 +392,9 @@ START_TEST(an_item_that_hangs_times_out_alone)
     llll_pool *p = fork_pool(2, &(llll_pool_opts){ .call_timeout_ms = 300 });
     struct run r;
     run_init(&r);
-    ck_assert_int_eq(llll_pool_map(p, 100, arg_fn, result_fn, &r, NULL), 0);
+    /* Batches of 4: the one holding item 30 gets 4 x 300 ms. */
+    llll_pool_map_opts o = { .batch = 4 };
+    ck_assert_int_eq(llll_pool_map(p, 100, arg_fn, result_fn, &r, &o), 0);
     ck_assert_uint_eq(r.ok, 99);
     ck_assert_uint_eq(r.nerr, 1);
     ck_assert_uint_eq(r.err_i[0], 30);
