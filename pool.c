@@ -88,7 +88,7 @@
 #define BATCH_MAX 4096         /* items per request frame */
 #define BATCH_BYTES (64 << 10) /* request bytes per frame (a larger item goes alone) */
 #define PIPE_BYTES (128 << 10) /* request bytes in flight per worker before a second frame */
-#define BATCH_TARGET_NS 1000000.0  /* how long a batch should keep its worker busy */
+#define BATCH_TARGET_NS 500000.0   /* how long a batch should keep its worker busy */
 #define WINDOW_PER_WORKER 4    /* batches built and not yet delivered, per worker */
 
 enum slot_state {
@@ -1306,12 +1306,14 @@ static void take_reply(struct pump *u)
     u->nflight--;
     u->flight_bytes -= b->req.len;
     int64_t t = now_ns();
+    /* Per item: smoothed while items get cheaper, at once when dearer, so
+     * that a run of slow items shrinks the batches right away. */
     double c = (double)(t - b->t_head) / b->n;
-    m->cost_ns = m->cost_ns > 0 ? (m->cost_ns + c) / 2 : c;
+    m->cost_ns = m->cost_ns > 0 && c < m->cost_ns ? (m->cost_ns + c) / 2 : c;
     if (!m->fixed) {
         double want = BATCH_TARGET_NS / (m->cost_ns > 1 ? m->cost_ns : 1);
         size_t k = want < 1 ? 1 : want > BATCH_MAX ? BATCH_MAX : (size_t)want;
-        m->k = k > m->k * 4 ? m->k * 4 : k;
+        m->k = k > m->k * 2 ? m->k * 2 : k;
     }
     if (b->retry)
         batch_put(m, b);
