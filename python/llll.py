@@ -97,8 +97,9 @@ def channel():
 
 
 def _answer(fn, arg):
-    """fn's result as (status, bytes): 0 and its bytes, or 1 and the text of
-    the exception it raised."""
+    """fn's result as (status, bytes): 0 and its bytes (None: none, a str:
+    UTF-8), or 1 and the text of the exception it raised (or of a result of
+    another type)."""
     try:
         res = fn(arg)
     except Exception as e:
@@ -108,7 +109,10 @@ def _answer(fn, arg):
         return 0, b""
     if isinstance(res, str):
         return 0, res.encode("utf-8")
-    return 0, bytes(res)
+    if isinstance(res, (bytes, bytearray, memoryview)):
+        return 0, bytes(res)
+    text = "TypeError: fn returned %s, not bytes or str" % type(res).__name__
+    return 1, text.encode("utf-8")
 
 
 def serve(fn):
