@@ -440,17 +440,18 @@ int llll_pool_size(const llll_pool *pool);
 
 /* Added to API.md: counters, read at any time from any thread. */
 typedef struct llll_pool_stats {
-    uint64_t calls;      /* calls answered by a worker (fn's result either way) */
+    uint64_t calls;      /* calls and map items answered by a worker (fn's
+                            result either way) */
     uint64_t failures;   /* calls whose fn returned non-zero */
-    uint64_t crashes;    /* calls that lost their worker (-ECONNRESET) */
-    uint64_t timeouts;   /* calls that ran out of call_timeout_ms */
+    uint64_t crashes;    /* calls and items that lost their worker (-ECONNRESET) */
+    uint64_t timeouts;   /* calls and items that ran out of call_timeout_ms */
     uint64_t respawns;   /* workers started to replace a dead one */
     uint64_t protocol_errors;  /* workers retired for a malformed reply, or one
                                   answering another request (-EPROTO) */
 } llll_pool_stats;
 void llll_pool_get_stats(const llll_pool *pool, llll_pool_stats *out);
 
-/* Makes calls in flight return -ECANCELED, closes the channels so workers
+/* Makes calls and maps in flight return -ECANCELED, closes the channels so workers
  * exit on EOF, kills those that do not within a short grace, reaps them all.
  * Accepts NULL. Call it once, when no new call will start. */
 void llll_pool_free(llll_pool *pool);
