@@ -451,9 +451,9 @@ typedef struct llll_pool_stats {
 } llll_pool_stats;
 void llll_pool_get_stats(const llll_pool *pool, llll_pool_stats *out);
 
-/* Makes calls and maps in flight return -ECANCELED, closes the channels so workers
- * exit on EOF, kills those that do not within a short grace, reaps them all.
- * Accepts NULL. Call it once, when no new call will start. */
+/* Makes calls and maps in flight return -ECANCELED, closes the channels so
+ * workers exit on EOF, kills those that do not within a short grace, reaps
+ * them all. Accepts NULL. Call it once, when no new call will start. */
 void llll_pool_free(llll_pool *pool);
 
 /* In a worker: answers calls with fn until the master closes the channel
