@@ -128,6 +128,8 @@ struct waiter {
 struct llll_pool {
     pthread_mutex_t mu;
     pthread_cond_t drain_cv;  /* inside reached 0 while closing */
+    pthread_cond_t pump_cv;   /* maps' pumps with nothing to do wait here */
+    int idle_pumps;           /* how many */
     struct slot *slots;
     int n;
     int cursor;               /* where a thread without a hint starts looking */
@@ -366,8 +368,17 @@ static void reap(llll_instance *in)
 static void unlock(llll_pool *p) { pthread_mutex_unlock(&p->mu); }
 static void lock(llll_pool *p) { pthread_mutex_lock(&p->mu); }
 
+/* Wakes the maps' idle pumps: a batch to send, a thread waiting for a
+ * worker, or the end. Lock held. */
+static void wake_pumps(llll_pool *p)
+{
+    if (p->idle_pumps)
+        pthread_cond_broadcast(&p->pump_cv);
+}
+
 static void enqueue(llll_pool *p, struct waiter *w)
 {
+    wake_pumps(p);
     w->next = NULL;
     w->state = W_WAITING;
     if (p->qtail)
@@ -1006,7 +1017,6 @@ struct pump {
 struct map {
     llll_pool *p;
     pthread_cond_t cv;           /* the map's thread waits here */
-    pthread_cond_t pump_cv;      /* pumps with nothing in flight wait here */
     struct batch *sq_head, *sq_tail;  /* to send, retries first */
     size_t sq_len;
     struct batch *w_head, *w_tail;    /* built and not delivered, by index */
@@ -1027,7 +1037,7 @@ static void map_fail(struct map *m, int rc)
     if (!m->error)
         m->error = rc;
     m->stop = true;
-    pthread_cond_broadcast(&m->pump_cv);
+    wake_pumps(m->p);
     pthread_cond_signal(&m->cv);
 }
 
@@ -1086,7 +1096,7 @@ static void sq_push(struct map *m, struct batch *b, bool front)
         m->sq_tail = b;
     }
     m->sq_len++;
-    pthread_cond_broadcast(&m->pump_cv);
+    wake_pumps(m->p);
 }
 
 static struct batch *sq_pop(struct map *m)
@@ -1372,7 +1382,13 @@ static void *pump_main(void *arg)
         }
         if (m->stop || u->leave || u->slot < 0)
             break;
-        pthread_cond_wait(&m->pump_cv, &p->mu);
+        /* Idle: a thread waiting for a worker gets this one (it may be
+         * a callback of this very map, calling the pool). */
+        if (p->qhead)
+            break;
+        p->idle_pumps++;
+        pthread_cond_wait(&p->pump_cv, &p->mu);
+        p->idle_pumps--;
     }
     if (u->slot >= 0) {
         disarm(p, u->slot);
@@ -1469,7 +1485,7 @@ static int fill_batch(struct map *m, struct batch *b, size_t n, size_t *next, si
 static void map_stop(struct map *m)
 {
     m->stop = true;
-    pthread_cond_broadcast(&m->pump_cv);
+    wake_pumps(m->p);
 }
 
 /* Calls result for every item of b, in index order: 0 or its first non-zero
@@ -1502,7 +1518,7 @@ static void share(struct map *m)
     }
     if (active >= 2) {
         spare->leave = true;
-        pthread_cond_broadcast(&m->pump_cv);
+        wake_pumps(m->p);
     }
 }
 
@@ -1608,7 +1624,6 @@ int llll_pool_map(llll_pool *p, size_t n, llll_arg_fn *argfn, llll_result_fn *re
     struct waiter w = { .is_call = false };
     llll_buf arg = LLLL_BUF_INIT;
     pthread_cond_init(&m.cv, NULL);
-    pthread_cond_init(&m.pump_cv, NULL);
     sem_init(&w.wake, 0, 0);
     lock(p);
     int ret = -ECANCELED;
@@ -1640,7 +1655,6 @@ int llll_pool_map(llll_pool *p, size_t n, llll_arg_fn *argfn, llll_result_fn *re
     }
     llll_buf_free(&arg);
     pthread_cond_destroy(&m.cv);
-    pthread_cond_destroy(&m.pump_cv);
     sem_destroy(&w.wake);
     return ret;
 }
@@ -1684,6 +1698,7 @@ static void destroy(llll_pool *p)
     }
     free(p->slots);
     pthread_cond_destroy(&p->wd_cv);
+    pthread_cond_destroy(&p->pump_cv);
     pthread_cond_destroy(&p->drain_cv);
     pthread_mutex_destroy(&p->mu);
     free(p);
@@ -1746,6 +1761,7 @@ static int pool_new(llll_pool **out, const char *const argv[], llll_serve_fn *fn
         return -ENOMEM;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->drain_cv, NULL);
+    pthread_cond_init(&p->pump_cv, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);   /* the watchdog's deadlines */
@@ -1865,6 +1881,7 @@ void llll_pool_free(llll_pool *p)
     p->closing = true;
     for (struct waiter *w = p->qhead; w; w = w->next)
         sem_post(&w->wake);
+    wake_pumps(p);
     pthread_cond_signal(&p->wd_cv);
     /* Wake the threads blocked on a worker; the slot stays theirs until they
      * notice, so its instance is not freed under them. */

@@ -494,6 +494,41 @@ START_TEST(a_map_and_four_calling_threads_share_one_pool)
 }
 END_TEST
 
+/* The map holds the only worker; its result callback calls the pool: the
+ * map's idle worker goes to that call, and comes back to the map after. */
+struct nested {
+    struct run r;   /* first: arg_fn takes the context as a struct run */
+    llll_pool *p;
+    int calls_ok;
+};
+
+static int result_calls_the_pool(void *ctx, size_t i, int rc, const void *res, size_t len)
+{
+    struct nested *n = ctx;
+    if (i % 100 == 0) {
+        uint64_t x = i, y;
+        llll_buf b = LLLL_BUF_INIT;
+        if (llll_pool_call(n->p, &x, sizeof x, &b) == 0 && b.len == sizeof y &&
+            (memcpy(&y, b.data, sizeof y), y == x * 3 + 1))
+            n->calls_ok++;
+        llll_buf_free(&b);
+    }
+    return result_fn(&n->r, i, rc, res, len);
+}
+
+START_TEST(a_result_callback_may_call_the_pool_of_its_map)
+{
+    no_work_twists();
+    static struct nested n;
+    n.p = fork_pool(1, NULL);
+    run_init(&n.r);
+    ck_assert_int_eq(llll_pool_map(n.p, 1000, arg_fn, result_calls_the_pool, &n, NULL), 0);
+    ck_assert_uint_eq(n.r.ok, 1000);
+    ck_assert_int_eq(n.calls_ok, 10);
+    llll_pool_free(n.p);
+}
+END_TEST
+
 START_TEST(free_during_a_map_returns_ecanceled)
 {
     no_work_twists();
@@ -825,6 +860,7 @@ static Suite *pool_map_suite(void)
     tcase_add_test(tc, an_item_that_hangs_times_out_alone);
     tcase_add_test(tc, a_map_and_four_calling_threads_share_one_pool);
     tcase_add_test(tc, two_maps_at_once_each_get_their_own_results);
+    tcase_add_test(tc, a_result_callback_may_call_the_pool_of_its_map);
     tcase_add_test(tc, free_during_a_map_returns_ecanceled);
     tcase_add_test(tc, maps_leave_no_fd_thread_or_child_behind);
     tcase_add_test(tc, a_map_through_a_worker_written_by_hand);
