@@ -428,8 +428,9 @@ typedef struct llll_pool_map_opts {
  * -ENOMEM, -EAGAIN (no thread could be started), -EINVAL (pool, arg or result
  * NULL). n == 0 returns 0 at once. Safe alongside llll_pool_call and other
  * maps from other threads: workers are shared (a map lets a worker go to a
- * waiting caller as long as it keeps one). Runs one helper thread per worker
- * it uses, started and joined by this call.
+ * waiting caller as long as it keeps one, and an idle one always), so arg
+ * and result may call the same pool too. Runs one helper thread per worker it
+ * uses, started and joined by this call.
  */
 int llll_pool_map(llll_pool *pool, size_t n, llll_arg_fn *arg, llll_result_fn *result,
                   void *ctx, const llll_pool_map_opts *opts);
