@@ -48,10 +48,13 @@
  * only shuts channels down, and the watchdog only kills workers.
  *
  * More callers than workers: a thread that finds every worker busy queues
- * its request and sleeps; a thread that owns a worker runs up to
- * DELEGATE_MAX queued calls on it before it returns (waking each owner with
- * its result), then hands the worker itself to the next waiter. The worker is
- * never idle while a caller sleeps, and no thread is woken for nothing.
+ * its request and sleeps on a semaphore; a thread that owns a worker runs the
+ * queued calls on it, up to COMBINE_MAX in one frame and DELEGATE_MAX frames,
+ * before it returns (posting each caller when its result is in), then hands
+ * the worker itself to the next waiter. The worker is never idle while a
+ * caller sleeps, a finished call costs its caller one wake-up, and no thread
+ * is woken for nothing. A map's pump that has nothing to do lets its worker
+ * go to a waiting thread.
  */
 #define _GNU_SOURCE
 #include <errno.h>
