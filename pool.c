@@ -92,7 +92,11 @@
 #define BATCH_BYTES (64 << 10) /* request bytes per frame (a larger item goes alone) */
 #define PIPE_BYTES (128 << 10) /* request bytes in flight per worker before a second frame */
 #define BATCH_TARGET_NS 500000.0   /* how long a batch should keep its worker busy */
-#define WINDOW_PER_WORKER 4    /* batches built and not yet delivered, per worker */
+/* Built and not yet delivered, per worker: many small batches, so that a slow
+ * item holding back the delivery does not leave the other workers idle, but
+ * no more items than a few full batches, so that memory stays bounded. */
+#define WINDOW_BATCHES 64
+#define WINDOW_ITEMS (4 * BATCH_MAX)
 
 enum slot_state {
     SLOT_IDLE,      /* a live worker nobody uses (only while no thread waits) */
@@ -1023,7 +1027,7 @@ struct map {
     struct batch *sq_head, *sq_tail;  /* to send, retries first */
     size_t sq_len;
     struct batch *w_head, *w_tail;    /* built and not delivered, by index */
-    size_t w_len;
+    size_t w_len, w_items;
     struct batch *all, *free_list;
     struct pump *pumps;          /* every pump started, to join them */
     int npumps;                  /* pumps not exited */
@@ -1531,7 +1535,7 @@ static int map_loop(struct map *m, size_t n, llll_arg_fn *argfn, llll_result_fn 
                     struct waiter *w, llll_buf *arg)
 {
     llll_pool *p = m->p;
-    size_t next = 0, window = (size_t)WINDOW_PER_WORKER * (size_t)p->n;
+    size_t next = 0, nw = (size_t)p->n;
     bool input_done = false;
     int ret = 0;
     for (;;) {
@@ -1545,6 +1549,7 @@ static int map_loop(struct map *m, size_t n, llll_arg_fn *argfn, llll_result_fn 
             if (!m->w_head)
                 m->w_tail = NULL;
             m->w_len--;
+            m->w_items -= b->n;
             unlock(p);
             ret = deliver(b, resfn, ctx);
             lock(p);
@@ -1564,7 +1569,8 @@ static int map_loop(struct map *m, size_t n, llll_arg_fn *argfn, llll_result_fn 
                 map_fail(m, p->closing ? -ECANCELED : rc);
             continue;
         }
-        if (more && m->w_len < window && m->sq_len <= (size_t)m->npumps) {
+        if (more && m->w_len < WINDOW_BATCHES * nw && m->w_items < WINDOW_ITEMS * nw &&
+            m->sq_len <= (size_t)m->npumps) {
             b = batch_get(m);
             if (!b) {
                 map_fail(m, -ENOMEM);
@@ -1592,6 +1598,7 @@ static int map_loop(struct map *m, size_t n, llll_arg_fn *argfn, llll_result_fn 
                     m->w_head = b;
                 m->w_tail = b;
                 m->w_len++;
+                m->w_items += b->n;
                 if (!b->done)
                     sq_push(m, b, false);
             }
