@@ -92,6 +92,9 @@
 #define BATCH_BYTES (64 << 10) /* request bytes per frame (a larger item goes alone) */
 #define PIPE_BYTES (128 << 10) /* request bytes in flight per worker before a second frame */
 #define BATCH_TARGET_NS 500000.0   /* how long a batch should keep its worker busy */
+#define SLOW_ITEM_NS 5000000.0     /* items this slow go one at a time: a round trip
+                                      costs them little, and a second item queued
+                                      behind one could wait while another worker idles */
 /* Built and not yet delivered, per worker: many small batches, so that a slow
  * item holding back the delivery does not leave the other workers idle, but
  * no more items than a few full batches, so that memory stays bounded. */
@@ -1171,7 +1174,8 @@ static int queue_retry(struct map *m, struct batch *b, uint32_t j)
 /* Whether pump u may send the batch at the head of the send queue now: a
  * retry goes to a worker with nothing in flight and nothing follows it;
  * frames are pipelined only while they are small (so that a worker writing
- * a large reply never waits for us to read while we wait to write). */
+ * a large reply never waits for us to read while we wait to write), and not
+ * for items of several milliseconds. */
 static bool can_send(struct map *m, struct pump *u)
 {
     struct batch *b = m->sq_head;
@@ -1179,7 +1183,7 @@ static bool can_send(struct map *m, struct pump *u)
         return false;
     if (u->nflight == 0)
         return true;
-    bool slow = m->k == 1 && m->cost_ns >= BATCH_TARGET_NS;
+    bool slow = m->k == 1 && m->cost_ns >= SLOW_ITEM_NS;
     return !slow && u->nflight < 2 && !b->retry && !u->head->retry &&
            u->flight_bytes + b->req.len <= PIPE_BYTES;
 }
