@@ -786,22 +786,27 @@ static void leave(llll_pool *p)
 /* The owner of slot i runs calls waiting in the queue, oldest first, up to
  * DELEGATE_MAX, waking each caller with its outcome, then lets the slot go
  * (to the next waiter). Lock held. */
-/* Ends queued call w with rc and wakes its caller. Lock held. */
-static void finish_call(llll_pool *p, struct waiter *w, int rc)
+/* Ends queued call w with rc and wakes its caller; the caller's own call
+ * (self) only gets its rc. Lock held. */
+static void finish_call(llll_pool *p, struct waiter *w, int rc, const struct waiter *self)
 {
     w->rc = rc;
+    if (w == self)
+        return;
     if (rc != AGAIN)
         leave(p);   /* for its caller, which returns without the lock */
     w->state = rc == AGAIN ? W_RETRY : W_DONE;
     sem_post(&w->wake);
 }
 
-/* Runs the m queued calls ws[] together on slot i, owned by the caller: one
- * request frame, their results copied to their callers. When the worker
- * fails, those it did not answer go back to the front of the queue, each to
- * run alone (so only a call that kills a worker alone fails for it). Lock
- * held on entry and exit. Returns whether slot i is still the caller's. */
-static bool combine_on(llll_pool *p, int i, struct waiter **ws, uint32_t m)
+/* Runs the m calls ws[] together on slot i, owned by the caller: one
+ * request frame, their results copied to their callers. ws[0] may be the
+ * caller's own call (self), which is not posted. When the worker fails, the
+ * calls it did not answer go back to the front of the queue, each to run
+ * alone (so only a call that kills a worker alone fails for it); self then
+ * gets AGAIN. Lock held on entry and exit. Returns whether slot i is still
+ * the caller's. */
+static bool combine_on(llll_pool *p, int i, struct waiter **ws, uint32_t m, struct waiter *self)
 {
     struct slot *s = &p->slots[i];
     size_t need = REQ_HEAD;
@@ -809,7 +814,7 @@ static bool combine_on(llll_pool *p, int i, struct waiter **ws, uint32_t m)
         need += ARG_HEAD + ws[k]->len;
     if (llll_buf_reserve(&s->tx, need) < 0) {
         for (uint32_t k = 0; k < m; k++)
-            finish_call(p, ws[k], -ENOMEM);
+            finish_call(p, ws[k], -ENOMEM, self);
         return true;
     }
     unsigned char *f = s->tx.data;
@@ -868,7 +873,7 @@ static bool combine_on(llll_pool *p, int i, struct waiter **ws, uint32_t m)
     bump(&p->calls, got);
     bump(&p->failures, failures);
     for (uint32_t k = 0; k < got; k++)
-        finish_call(p, ws[k], ws[k]->rc);
+        finish_call(p, ws[k], ws[k]->rc, self);
     if (got == m) {
         if (expired)
             return retire(p, i) == 0;
@@ -876,16 +881,20 @@ static bool combine_on(llll_pool *p, int i, struct waiter **ws, uint32_t m)
     }
     if (p->closing) {
         for (uint32_t k = got; k < m; k++)
-            finish_call(p, ws[k], -ECANCELED);
+            finish_call(p, ws[k], -ECANCELED, self);
         return true;
     }
     if (fate == FT_BAD)
         bump(&p->protocol_errors, 1);
     if (fate == FT_BAD || (fate == FT_MIDFRAME && !expired)) {
         for (uint32_t k = got; k < m; k++)
-            finish_call(p, ws[k], rc);
+            finish_call(p, ws[k], rc, self);
     } else {
         for (uint32_t k = m; k-- > got;) {
+            if (ws[k] == self) {
+                self->rc = AGAIN;
+                continue;
+            }
             ws[k]->alone = true;
             ws[k]->state = W_WAITING;
             ws[k]->next = p->qhead;
@@ -916,18 +925,41 @@ static void serve_queue_and_release(llll_pool *p, int i)
         }
         bool owned;
         if (m > 1) {
-            owned = combine_on(p, i, ws, m);
+            owned = combine_on(p, i, ws, m, NULL);
         } else {
             struct waiter *w = m ? ws[0] : dequeue(p);
             if (!w)
                 break;
             w->state = W_RUNNING;
-            finish_call(p, w, call_on(p, i, w->arg, w->len, w->result, &owned));
+            finish_call(p, w, call_on(p, i, w->arg, w->len, w->result, &owned), NULL);
         }
         if (!owned)
             return;
     }
     release(p, i);
+}
+
+/* Runs the caller's own call w on slot i, which it owns: with the calls
+ * waiting in the queue in one frame, if there are any (a frame's round trip
+ * then serves them all), else alone. Lock held. Returns as call_on. */
+static int run_own(llll_pool *p, int i, struct waiter *w, bool *owned)
+{
+    struct waiter *ws[COMBINE_MAX];
+    uint32_t m = 0;
+    size_t bytes = w->len;
+    ws[m++] = w;
+    while (m < COMBINE_MAX && !p->closing && p->qhead && p->qhead->is_call && !p->qhead->alone &&
+           bytes + p->qhead->len <= BATCH_BYTES) {
+        bytes += p->qhead->len;
+        ws[m] = dequeue(p);
+        ws[m++]->state = W_RUNNING;
+    }
+    if (m == 1)
+        return call_on(p, i, w->arg, w->len, w->result, owned);
+    *owned = combine_on(p, i, ws, m, w);
+    if (w->rc != AGAIN || !*owned)
+        return w->rc;
+    return call_on(p, i, w->arg, w->len, w->result, owned);   /* alone, now */
 }
 
 int llll_pool_call(llll_pool *p, const void *arg, size_t len, llll_buf *result)
@@ -957,7 +989,7 @@ int llll_pool_call(llll_pool *p, const void *arg, size_t len, llll_buf *result)
                 break;
             }
             bool owned;
-            rc = call_on(p, i, arg, len, result, &owned);
+            rc = run_own(p, i, &w, &owned);
             if (rc == AGAIN)
                 continue;
             if (owned) {
