@@ -657,6 +657,85 @@ START_TEST(calls_run_together_with_one_that_kills_the_worker_get_their_results)
 }
 END_TEST
 
+/* A map waiting for the worker the first caller holds, then three calls: the
+ * map gets it first and lets it go to the first call, which sends its own
+ * call with the two others in one frame; the worker dies on the second. The
+ * first call runs again alone (the log shows it twice) and gets its result,
+ * the poisonous one fails alone, the third gets its result. */
+struct map_waiter {
+    llll_pool *p;
+    struct run r;
+    int rc;
+    _Atomic pid_t tid;
+};
+
+static void *map_waiter_thread(void *a)
+{
+    struct map_waiter *mw = a;
+    mw->tid = (pid_t)syscall(SYS_gettid);
+    mw->rc = llll_pool_map(mw->p, 3, arg_fn, result_fn, &mw->r, NULL);
+    return NULL;
+}
+
+START_TEST(a_caller_handed_a_worker_sends_its_call_with_the_waiting_ones)
+{
+    char path[] = "/tmp/llll-map-log-XXXXXX";
+    int hp[2];
+    ck_assert_int_eq(pipe(hp), 0);
+    no_work_twists();
+    work.log_fd = mkstemp(path);
+    ck_assert_int_ge(work.log_fd, 0);
+    ck_assert_int_eq(fcntl(work.log_fd, F_SETFL, O_APPEND), 0);
+    work.hold = 999;
+    work.hold_fd = hp[0];
+    work.poison = 13;
+    llll_pool *p = fork_pool(1, NULL);
+    struct one_call h = { .p = p, .x = 999 }, c[3];
+    pthread_t th, t[3], mt;
+    start_call(&h, &th);
+    static struct map_waiter mw;
+    mw.p = p;
+    run_init(&mw.r);
+    ck_assert_int_eq(pthread_create(&mt, NULL, map_waiter_thread, &mw), 0);
+    while (!mw.tid)
+        sched_yield();
+    t_wait_until_sleeping(mw.tid);
+    static const uint64_t xs[3] = { 10, 13, 14 };
+    for (int k = 0; k < 3; k++) {
+        c[k] = (struct one_call){ .p = p, .x = xs[k] };
+        start_call(&c[k], &t[k]);
+    }
+    ck_assert_int_eq(write(hp[1], "x", 1), 1);
+    pthread_join(th, NULL);
+    pthread_join(mt, NULL);
+    ck_assert_int_eq(h.rc, 0);
+    ck_assert_int_eq(mw.rc, 0);
+    ck_assert_uint_eq(mw.r.ok, 3);
+    for (int k = 0; k < 3; k++) {
+        pthread_join(t[k], NULL);
+        if (c[k].x == 13) {
+            ck_assert_int_eq(c[k].rc, -ECONNRESET);
+        } else {
+            ck_assert_msg(c[k].rc == 0, "%d: %s", (int)c[k].x, llll_strerror(c[k].rc));
+            ck_assert_uint_eq(c[k].y, c[k].x * 3 + 1);
+        }
+    }
+    llll_pool_stats st;
+    llll_pool_get_stats(p, &st);
+    ck_assert_uint_eq(st.crashes, 1);
+    llll_pool_free(p);
+    static unsigned seen[1000];
+    read_log(path, seen, 1000);
+    ck_assert_uint_eq(seen[c[0].x], 2);   /* in the frame, then alone */
+    ck_assert_uint_eq(seen[13], 2);
+    close(work.log_fd);
+    unlink(path);
+    close(hp[0]);
+    close(hp[1]);
+    assert_no_child();
+}
+END_TEST
+
 /* -------------------------------------------------- streams in memory */
 
 START_TEST(a_ten_million_item_stream_grows_rss_by_less_than_8_mib)
@@ -874,6 +953,7 @@ static Suite *pool_map_suite(void)
 
     tc = tcase_create("call errors");
     tcase_add_test(tc, calls_run_together_with_one_that_kills_the_worker_get_their_results);
+    tcase_add_test(tc, a_caller_handed_a_worker_sends_its_call_with_the_waiting_ones);
     tcase_add_test(tc, call_timeout_bounds_the_send_of_a_large_argument);
     tcase_add_test(tc, a_reply_to_another_request_gives_eproto_and_retires_the_worker);
     tcase_add_test(tc, a_malformed_reply_gives_eproto_and_retires_the_worker);
