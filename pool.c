@@ -209,12 +209,25 @@ static void bump(_Atomic uint64_t *c, uint64_t by)
 /* ----------------------------------------------------------- the worker */
 
 /* Appends len bytes to b. */
-static int append(llll_buf *b, const void *data, size_t len)
+/* Makes room for len more bytes after b's contents: a pointer to them (b->len
+ * is not moved), or NULL. Inline: the bulk paths call it per item. */
+static inline unsigned char *room(llll_buf *b, size_t len)
 {
-    if (b->len > SIZE_MAX - len || llll_buf_reserve(b, b->len + len) < 0)
+    if (b->cap < b->len || b->cap - b->len < len) {
+        if (b->len > SIZE_MAX - len || llll_buf_reserve(b, b->len + len) < 0)
+            return NULL;
+    }
+    return (unsigned char *)b->data + b->len;
+}
+
+/* Appends len bytes to b. */
+static inline int append(llll_buf *b, const void *data, size_t len)
+{
+    unsigned char *d = room(b, len);
+    if (!d)
         return -ENOMEM;
     if (len)
-        memcpy((char *)b->data + b->len, data, len);
+        memcpy(d, data, len);
     b->len += len;
     return 0;
 }
@@ -267,21 +280,25 @@ static int serve_request(llll_sbc *ch, llll_serve_fn *fn, void *ctx, const llll_
             if (dst == out)
                 out->len = 0;
         }
-        if (dst == res) {
-            if (out->len + rlen + RESULT_TAIL + REPLY_TAIL > limit) {
-                int rc = send_reply(ch, out, id, first, nout);
-                if (rc)
-                    return rc;
-                first += nout;
-                nout = 0;
-                out->len = 0;
-            }
-            if (append(out, res->data, rlen) < 0)
-                return -ENOMEM;
+        if (dst == res && out->len + rlen + RESULT_TAIL + REPLY_TAIL > limit) {
+            int rc = send_reply(ch, out, id, first, nout);
+            if (rc)
+                return rc;
+            first += nout;
+            nout = 0;
+            out->len = 0;
         }
-        put32(tail + 1, (uint32_t)rlen);
-        if (append(out, tail, sizeof tail) < 0)
+        /* One check of room for the result (unless it is in place) and its tail. */
+        size_t add = (dst == res ? rlen : 0) + RESULT_TAIL;
+        unsigned char *d = room(out, add);
+        if (!d)
             return -ENOMEM;
+        if (dst == res && rlen)
+            memcpy(d, res->data, rlen);
+        d += add - RESULT_TAIL;
+        d[0] = tail[0];
+        put32(d + 1, (uint32_t)rlen);
+        out->len += add;
         nout++;
     }
     if (pos != req->len)
@@ -1515,10 +1532,13 @@ static int fill_batch(struct map *m, struct batch *b, size_t n, size_t *next, si
                 break;
             return fill_batch(m, b, n, next, k, argfn, ctx, arg);
         }
-        unsigned char head[ARG_HEAD];
-        put32(head, (uint32_t)arg->len);
-        if (append(&b->req, head, ARG_HEAD) < 0 || append(&b->req, arg->data, arg->len) < 0)
+        unsigned char *d = room(&b->req, ARG_HEAD + arg->len);
+        if (!d)
             return -ENOMEM;
+        put32(d, (uint32_t)arg->len);
+        if (arg->len)
+            memcpy(d + ARG_HEAD, arg->data, arg->len);
+        b->req.len += ARG_HEAD + arg->len;
         b->n++;
     }
     put_request_head(b->req.data, 0, p->reply_limit, b->n);
