@@ -327,10 +327,13 @@ typedef struct llll_pool_opts {
     llll_instance_opts instance;  /* how each worker is started */
     int call_timeout_ms;          /* 0 or -1: none. Bounds one call from the
                                      moment its request is sent to a worker (the
-                                     send included) until its result is in; in a
-                                     map, each item (a batch of k items gets k
-                                     times it). Past it, that worker is killed
-                                     and replaced, and the call gets -ETIMEDOUT */
+                                     send included) until its result is in; past
+                                     it, that worker is killed and replaced, and
+                                     the call gets -ETIMEDOUT (calls are then
+                                     never run together). In a map, a batch gets
+                                     it plus twice the time its items are
+                                     expected to take; past that, its items are
+                                     retried alone, each with call_timeout_ms */
     bool no_respawn;              /* a dead worker is replaced unless this is set */
     size_t max_frame;             /* largest argument or result; 0: 64 MiB;
                                      at most 4 GiB less 1 MiB */
@@ -360,7 +363,8 @@ int llll_pool_fork(llll_pool **out, llll_serve_fn *fn, void *ctx, int nproc, con
  * Sends arg to an idle worker and waits for its answer, written into result.
  * Safe from any number of threads. With every worker busy the call waits in
  * a queue, oldest first, and a thread that finished its own call on a worker
- * runs the waiting calls there (several in one frame) before it returns, the
+ * runs the waiting calls there (several in one frame, unless call_timeout_ms
+ * is set) before it returns, the
  * waiting caller sleeping until its result is in: more callers than workers
  * keep every worker busy without waking threads for nothing. When a worker
  * dies during such a frame, the calls it had not answered run again, each

@@ -592,12 +592,13 @@ static int acquire(llll_pool *p, struct waiter *w, int *slot)
     }
 }
 
-/* Sets the deadline of slot i for work of items call timeouts. Lock held. */
-static void arm(llll_pool *p, int i, size_t items)
+/* Sets the deadline of slot i: call_timeout_ms from now, plus extra_ms (the
+ * time a batch's other items are expected to take). Lock held. */
+static void arm(llll_pool *p, int i, int64_t extra_ms)
 {
     if (p->call_timeout_ms < 0)
         return;
-    int64_t d = now_ms() + (int64_t)p->call_timeout_ms * (int64_t)(items ? items : 1);
+    int64_t d = now_ms() + p->call_timeout_ms + extra_ms;
     p->slots[i].deadline = d;
     if (p->wd_waiting || d < p->wd_next)
         pthread_cond_signal(&p->wd_cv);
@@ -752,7 +753,7 @@ static int call_on(llll_pool *p, int i, const void *arg, size_t len, llll_buf *r
     *owned = true;
     for (int attempt = 1;; attempt++) {
         struct slot *s = &p->slots[i];
-        arm(p, i, 1);
+        arm(p, i, 0);
         unlock(p);
         enum fate fate;
         int rc = exchange(p, s, arg, len, result, &fate);
@@ -846,7 +847,7 @@ static bool combine_on(llll_pool *p, int i, struct waiter **ws, uint32_t m, stru
         pos += ARG_HEAD + ws[k]->len;
     }
     s->tx.len = pos;
-    arm(p, i, m);
+    arm(p, i, 0);   /* only without call_timeout_ms are calls run together */
     unlock(p);
     uint32_t got = 0, failures = 0;
     enum fate fate = FT_UNSENT;
@@ -931,7 +932,7 @@ static void serve_queue_and_release(llll_pool *p, int i)
     struct waiter *ws[COMBINE_MAX];
     for (int k = 0; k < DELEGATE_MAX && !p->closing && p->qhead && p->qhead->is_call; k++) {
         uint32_t m = 0;
-        if (!p->qhead->alone) {
+        if (!p->qhead->alone && p->call_timeout_ms < 0) {
             size_t bytes = 0;
             while (m < COMBINE_MAX && p->qhead && p->qhead->is_call && !p->qhead->alone &&
                    (m == 0 || bytes + p->qhead->len <= BATCH_BYTES)) {
@@ -965,7 +966,7 @@ static int run_own(llll_pool *p, int i, struct waiter *w, bool *owned)
     uint32_t m = 0;
     size_t bytes = w->len;
     ws[m++] = w;
-    while (m < COMBINE_MAX && !p->closing && p->qhead && p->qhead->is_call && !p->qhead->alone &&
+    while (m < COMBINE_MAX && p->call_timeout_ms < 0 && !p->closing && p->qhead && p->qhead->is_call && !p->qhead->alone &&
            bytes + p->qhead->len <= BATCH_BYTES) {
         bytes += p->qhead->len;
         ws[m] = dequeue(p);
@@ -1220,6 +1221,15 @@ static int queue_retry(struct map *m, struct batch *b, uint32_t j)
     return 0;
 }
 
+/* A batch answers within call_timeout_ms plus twice the time its items are
+ * expected to take (from the items seen so far): a hung item holds a worker
+ * for about call_timeout_ms, whatever the batch size; when the expectation
+ * was wrong, the items are retried alone, each within call_timeout_ms. */
+static int64_t batch_extra_ms(const struct map *m, const struct batch *b)
+{
+    return (int64_t)(2.0 * m->cost_ns * b->n / 1e6);
+}
+
 /* Whether pump u may send the batch at the head of the send queue now: a
  * retry goes to a worker with nothing in flight and nothing follows it;
  * frames are pipelined only while they are small (so that a worker writing
@@ -1389,7 +1399,7 @@ static void take_reply(struct pump *u)
         batch_put(m, b);
     if (u->head) {
         u->head->t_head = t;
-        arm(p, u->slot, u->head->n);
+        arm(p, u->slot, batch_extra_ms(m, u->head));
     } else {
         disarm(p, u->slot);
     }
@@ -1419,7 +1429,7 @@ static void *pump_main(void *arg)
             u->flight_bytes += b->req.len;
             if (u->nflight == 1) {
                 b->t_head = now_ns();
-                arm(p, u->slot, b->n);
+                arm(p, u->slot, batch_extra_ms(m, b));
             }
             llll_sbc *ch = s->ch;
             unlock(p);

@@ -392,7 +392,8 @@ START_TEST(an_item_that_hangs_times_out_alone)
     llll_pool *p = fork_pool(2, &(llll_pool_opts){ .call_timeout_ms = 300 });
     struct run r;
     run_init(&r);
-    /* Batches of 4: the one holding item 30 gets 4 x 300 ms. */
+    /* Batches of 4: the one holding item 30 runs out of its 300 ms (and
+     * the little its other items are expected to take), they run alone. */
     llll_pool_map_opts o = { .batch = 4 };
     ck_assert_int_eq(llll_pool_map(p, 100, arg_fn, result_fn, &r, &o), 0);
     ck_assert_uint_eq(r.ok, 99);
@@ -404,6 +405,26 @@ START_TEST(an_item_that_hangs_times_out_alone)
     ck_assert_uint_eq(st.timeouts, 1);
     ck_assert_uint_eq(st.crashes, 0);
     ck_assert_int_eq(llll_pool_size(p), 2);
+    llll_pool_free(p);
+    assert_no_child();
+}
+END_TEST
+
+/* Adaptive batches of thousands of trivial items: the one holding the hung
+ * item must not get thousands of times call_timeout_ms (the case's timeout
+ * would end it); its items are retried alone. */
+START_TEST(a_hung_item_in_a_large_batch_costs_about_one_call_timeout)
+{
+    no_work_twists();
+    work.hang = 150000;
+    llll_pool *p = fork_pool(2, &(llll_pool_opts){ .call_timeout_ms = 500 });
+    struct run r;
+    run_init(&r);
+    ck_assert_int_eq(llll_pool_map(p, 200000, arg_fn, result_fn, &r, NULL), 0);
+    ck_assert_uint_eq(r.ok, 199999);
+    ck_assert_uint_eq(r.nerr, 1);
+    ck_assert_uint_eq(r.err_i[0], 150000);
+    ck_assert_int_eq(r.err_rc[0], -ETIMEDOUT);
     llll_pool_free(p);
     assert_no_child();
 }
@@ -937,6 +958,7 @@ static Suite *pool_map_suite(void)
     tcase_add_test(tc, an_argument_over_max_frame_fails_alone_with_emsgsize);
     tcase_add_test(tc, an_item_that_kills_its_worker_fails_alone_and_every_other_gets_its_result);
     tcase_add_test(tc, an_item_that_hangs_times_out_alone);
+    tcase_add_test(tc, a_hung_item_in_a_large_batch_costs_about_one_call_timeout);
     tcase_add_test(tc, a_map_and_four_calling_threads_share_one_pool);
     tcase_add_test(tc, two_maps_at_once_each_get_their_own_results);
     tcase_add_test(tc, a_result_callback_may_call_the_pool_of_its_map);
