@@ -282,6 +282,7 @@ START_TEST(a_failing_item_gets_eremoteio_with_the_workers_message)
 {
     no_work_twists();
     work.fail = 77;
+    work.hang = 1000000;
     llll_pool *p = fork_pool(2, NULL);
     struct run r;
     run_init(&r);
@@ -579,7 +580,8 @@ END_TEST
 START_TEST(maps_leave_no_fd_thread_or_child_behind)
 {
     no_work_twists();
-    work.poison = 77;
+    work.fail = 77;
+    work.hang = 1000000;
     /* A first pool and map, so that whatever a process starts once (a
      * sanitizer's own thread, say) is there before counting. */
     llll_pool *p = fork_pool(1, NULL);
@@ -588,13 +590,17 @@ START_TEST(maps_leave_no_fd_thread_or_child_behind)
     ck_assert_int_eq(llll_pool_map(p, 10, arg_fn, result_fn, &warm, NULL), 0);
     llll_pool_free(p);
     int fds = count_dir("/proc/self/fd"), threads = count_dir("/proc/self/task");
-    p = fork_pool(2, &(llll_pool_opts){ .call_timeout_ms = 5000 });
+    p = fork_pool(2, &(llll_pool_opts){ .call_timeout_ms = 1000 });
     for (int k = 0; k < 3; k++) {
         struct run r;
         run_init(&r);
         ck_assert_int_eq(llll_pool_map(p, 20000, arg_fn, result_fn, &r, NULL), 0);
         ck_assert_uint_eq(r.ok, 19999);
+        ck_assert_uint_eq(r.nerr, 1);
     }
+    llll_buf res = LLLL_BUF_INIT;   /* and a worker retired for a timeout */
+    ck_assert_int_eq(llll_pool_call(p, &work.hang, sizeof work.hang, &res), -ETIMEDOUT);
+    llll_buf_free(&res);
     llll_pool_free(p);
     ck_assert_int_eq(count_dir("/proc/self/fd"), fds);
     /* A joined thread's task can stay listed a moment after pthread_join
