@@ -10,6 +10,8 @@
 #   make demo       build and run examples/
 #   make bench      build and run bench/ (ratios against a baseline in the same run)
 #   make fuzz       libFuzzer on the frame reader (clang), FUZZ_SECONDS=60
+#   make test-slurm srun workers on a one-node Slurm cluster of its own (root,
+#                   slurm-wlm installed); make bench-slurm: frames through srun
 # CC, CPPFLAGS, CFLAGS, LDFLAGS, LDLIBS and PKG_CONFIG from the command line
 # are honoured (CC, CPPFLAGS and PKG_CONFIG from the environment too); the
 # warning flags and -std=c11 -pthread are always added.
@@ -205,6 +207,43 @@ fuzz: $(B)/fuzz_frame
 
 clean:
 	rm -rf build
+
+# ---------------------------------------------------------------- Slurm
+# t/slurm/cluster.sh runs a one-node cluster in a temporary folder on free
+# ports (root and Debian's slurm-wlm needed; nothing is installed here), the
+# tests run against it, the queue must drain, the daemons are stopped by pid.
+SLURM_TEST_SRCS = t/slurm/test_srun.c
+SLURM_HELPERS = $(B)/t/slurm/helper_echo $(B)/t/slurm/helper_worker
+SLURM_BENCHES = $(B)/t/slurm/bench_srun
+SLURM_ROUNDS = 5
+.PHONY: test-slurm bench-slurm
+
+$(B)/t/slurm/.dir: | $(B)/.dirs
+	mkdir -p $(B)/t/slurm
+	touch $@
+
+$(B)/t/slurm/run: t/main.c $(SLURM_TEST_SRCS) t/t.h t/slurm/srun.h t/slurm/pool_srun.h $(LIB_A) $(wildcard $(CHECK_MK)) | $(B)/t/slurm/.dir
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -I. -It -It/slurm -o $@ t/main.c $(SLURM_TEST_SRCS) $(ALL_LDFLAGS) $(LIB_A) $(CHECK_LIBS) $(LDLIBS)
+
+$(B)/t/slurm/helper_%: t/slurm/helper_%.c $(LIB_A) | $(B)/t/slurm/.dir
+	$(CC) $(ALL_CFLAGS) -I. -o $@ $< $(ALL_LDFLAGS) $(LIB_A) $(LDLIBS)
+
+$(B)/t/slurm/bench_%: t/slurm/bench_%.c t/slurm/srun.h bench/bench.h $(LIB_A) | $(B)/t/slurm/.dir
+	$(CC) $(ALL_CFLAGS) -I. -It/slurm -Ibench -o $@ $< $(ALL_LDFLAGS) $(LIB_A) $(LDLIBS)
+
+test-slurm: $(B)/t/slurm/run $(SLURM_HELPERS)
+	t/slurm/cluster.sh run sh -c 'LLLL_T_DIR=$(B)/t/slurm $(B)/t/slurm/run && t/slurm/cluster.sh drained'
+
+# Round trips through srun against local; as root, again with TCP quick ACKs
+# on the loopback routes (t/slurm/quickack.sh puts them back).
+bench-slurm: $(SLURM_BENCHES) $(SLURM_HELPERS)
+	t/slurm/cluster.sh run sh -c 'export LLLL_T_DIR=$(B)/t/slurm; \
+	  for b in $(SLURM_BENCHES); do \
+	    echo "== $$b, loopback routes as they are"; $$b $(SLURM_ROUNDS) || exit 1; \
+	    if [ "$$(id -u)" = 0 ] && command -v ip >/dev/null; then \
+	      echo "== $$b, with quickack 1 on the loopback routes"; \
+	      t/slurm/quickack.sh run $$b $(SLURM_ROUNDS) || exit 1; fi; \
+	  done'
 
 # ---------------------------------------------------------------- install
 PREFIX = /usr/local

@@ -578,10 +578,18 @@ typedef int llll_serve_fn(void *ctx, const void *arg, size_t len, llll_buf *resu
 
 typedef struct llll_pool_opts {
     llll_instance_opts instance;  /* how each worker is started */
-    int call_timeout_ms;          /* 0 or -1: none; past it, that worker is killed
-                                     and replaced, and the call gets -ETIMEDOUT */
+    int call_timeout_ms;          /* 0 or -1: none. Bounds one call from the
+                                     moment its request is sent to a worker (the
+                                     send included) until its result is in; past
+                                     it, that worker is killed and replaced, and
+                                     the call gets -ETIMEDOUT (calls are then
+                                     never run together). In a map, a batch gets
+                                     it plus twice the time its items are
+                                     expected to take; past that, its items are
+                                     retried alone, each with call_timeout_ms */
     bool no_respawn;              /* a dead worker is replaced unless this is set */
-    size_t max_frame;             /* largest argument or result; 0: 64 MiB */
+    size_t max_frame;             /* largest argument or result; 0: 64 MiB;
+                                     at most 4 GiB less 1 MiB */
     int start_timeout_ms;         /* how long a worker may take to send its hello
                                      (start, and each replacement); 0: 10 s;
                                      -1: forever */
@@ -591,7 +599,9 @@ typedef struct llll_pool_opts {
  * Starts nproc workers (0: the online processors) running argv, each of which
  * must call llll_serve. Returns once every worker answered a hello; a program
  * that is not a worker, or dies while it initialises, makes start fail
- * (-EPROTO: it sent something else than a hello; -ECONNRESET: it exited;
+ * (-EPROTO: it sent something else than a hello, or the hello of another
+ * version of the pool protocol, which with instance.proc.verbose is named
+ * on stderr next to this library's; -ECONNRESET: it exited;
  * -ETIMEDOUT: no hello within start_timeout_ms, 10 s by default) and leaves
  * nothing running. Errors of llll_instance_start pass through (-ENOENT, ...).
  */
@@ -604,19 +614,83 @@ int llll_pool_fork(llll_pool **out, llll_serve_fn *fn, void *ctx, int nproc, con
 
 /*
  * Sends arg to an idle worker and waits for its answer, written into result.
- * Safe from any number of threads; with every worker busy it blocks until one
- * is free. A thread gets back the worker it used last when that one is idle.
+ * Safe from any number of threads. With every worker busy the call waits in
+ * a queue, oldest first, and a thread that finished its own call on a worker
+ * runs the waiting calls there (several in one frame, unless call_timeout_ms
+ * is set) before it returns, the
+ * waiting caller sleeping until its result is in: more callers than workers
+ * keep every worker busy without waking threads for nothing. When a worker
+ * dies during such a frame, the calls it had not answered run again, each
+ * alone, so a call may run twice: fn should be idempotent (a call that kills
+ * a worker alone gets -ECONNRESET, and only it). A thread gets back the
+ * worker it used last when that one is idle.
  * Errors: -EREMOTEIO (fn failed; result holds what it wrote), -ECONNRESET
- * (the worker died during this call; it was replaced before this returned),
- * -ETIMEDOUT (call_timeout_ms ran out; the worker was killed and replaced),
- * -EMSGSIZE (arg over max_frame: nothing sent; or the result: the worker is
- * replaced), -ECANCELED (the pool is being freed), -ECHILD (no worker left,
- * with no_respawn), or the error of starting a replacement for a dead worker
- * this call needed (a later call tries again). A worker found dead before it
- * read the request does not fail the call: the request goes to its
- * replacement. On errors other than -EREMOTEIO, result->len is 0.
+ * (the worker really died during this call: its channel ended; it was
+ * replaced before this returned), -ETIMEDOUT (call_timeout_ms ran out, be it
+ * while sending the argument or waiting for the result; the worker was
+ * killed and replaced), -EMSGSIZE (arg over max_frame: nothing sent; or the
+ * result over max_frame: the worker goes on), -EPROTO (the worker's reply
+ * was malformed or answered another request: the worker was retired and
+ * replaced, and stats.protocol_errors counts it), -ENOMEM (here, in this
+ * process: the worker is retired only when its reply was left half read),
+ * -ECANCELED (the pool is being freed), -ECHILD (no worker left, with
+ * no_respawn), or the error of starting a replacement for a dead worker this
+ * call needed (a later call tries again). A worker found dead before it read
+ * the request does not fail the call: the request goes to its replacement.
+ * On errors other than -EREMOTEIO, result->len is 0.
  */
 int llll_pool_call(llll_pool *pool, const void *arg, size_t len, llll_buf *result);
+
+/* Fills arg (arg->len = its size, with llll_buf_set or llll_buf_reserve) with
+ * item i's argument. 0; LLLL_EOF: the input ends before n (n may be
+ * SIZE_MAX); any other value stops the map, which returns it. Called on the
+ * thread that called llll_pool_map, in index order. */
+typedef int llll_arg_fn(void *ctx, size_t i, llll_buf *arg);
+
+/* Receives item i's outcome, in index order, on the thread that called
+ * llll_pool_map: rc 0 (result/len: what fn wrote), -EREMOTEIO (fn failed;
+ * result: what it wrote), -ECONNRESET (its worker died while running it
+ * alone), -ETIMEDOUT (it ran out of call_timeout_ms alone), -EMSGSIZE (its
+ * argument or result is over max_frame), -EPROTO (its worker's reply was
+ * malformed). result is valid only during the call. Non-zero stops the map,
+ * which returns it. */
+typedef int llll_result_fn(void *ctx, size_t i, int rc, const void *result, size_t len);
+
+typedef struct llll_pool_map_opts {
+    size_t batch;      /* items per frame; 0: adaptive (the default) */
+} llll_pool_map_opts;  /* more fields may follow */
+
+/*
+ * Runs the pool's function over n items: their arguments come from arg, their
+ * outcomes go to result, both on the calling thread and in index order. Items
+ * travel in batches, one frame each way per batch, with up to two frames in
+ * flight per worker, so trivial items cost no round trip each. The batch size
+ * adapts by itself: it starts at 1 and grows while items come back fast
+ * (to thousands for items of microseconds), and stays small for slow items,
+ * so that uneven work spreads over every worker; opts->batch fixes it.
+ * n may be SIZE_MAX, arg ending the input with LLLL_EOF: a stream, held in
+ * memory bounded by the workers times a few batches (the results are handed
+ * on in order, so one slow item holds back the delivery, not the work).
+ *
+ * A worker that dies: every item it had not answered is retried once, alone,
+ * on another worker or its replacement; an item that kills a worker when run
+ * alone gets -ECONNRESET, and only it. call_timeout_ms applies per item the
+ * same way (the item that runs out alone gets -ETIMEDOUT). So an item may
+ * run twice: fn should be idempotent, as with any pool that retries.
+ *
+ * Returns 0 (per-item errors went to result), the first non-zero value of
+ * arg or result (the map then stops early: items in flight are drained and
+ * dropped, result is not called again), or a pool-level error: -ECANCELED
+ * (the pool is being freed), -ECHILD (no worker left, with no_respawn),
+ * -ENOMEM, -EAGAIN (no thread could be started), -EINVAL (pool, arg or result
+ * NULL). n == 0 returns 0 at once. Safe alongside llll_pool_call and other
+ * maps from other threads: workers are shared (a map lets a worker go to a
+ * waiting caller as long as it keeps one, and an idle one always), so arg
+ * and result may call the same pool too. Runs one helper thread per worker it
+ * uses, started and joined by this call.
+ */
+int llll_pool_map(llll_pool *pool, size_t n, llll_arg_fn *arg, llll_result_fn *result,
+                  void *ctx, const llll_pool_map_opts *opts);
 
 /* The number of live workers: nproc, less those that died and were not (yet)
  * replaced (with no_respawn, or while a replacement failed to start). */
@@ -624,24 +698,29 @@ int llll_pool_size(const llll_pool *pool);
 
 /* Counters, read at any time from any thread. */
 typedef struct llll_pool_stats {
-    uint64_t calls;      /* calls answered by a worker (fn's result either way) */
+    uint64_t calls;      /* calls and map items answered by a worker (fn's
+                            result either way) */
     uint64_t failures;   /* calls whose fn returned non-zero */
-    uint64_t crashes;    /* calls that lost their worker (-ECONNRESET) */
-    uint64_t timeouts;   /* calls that ran out of call_timeout_ms */
+    uint64_t crashes;    /* calls and items that lost their worker (-ECONNRESET) */
+    uint64_t timeouts;   /* calls and items that ran out of call_timeout_ms */
     uint64_t respawns;   /* workers started to replace a dead one */
+    uint64_t protocol_errors;  /* workers retired for a malformed reply, or one
+                                  answering another request (-EPROTO) */
 } llll_pool_stats;
 void llll_pool_get_stats(const llll_pool *pool, llll_pool_stats *out);
 
-/* Makes calls in flight return -ECANCELED, closes the channels so workers
- * exit on EOF, kills those that do not within a short grace, reaps them all.
- * Accepts NULL. Call it once, when no new call will start. */
+/* Makes calls and maps in flight return -ECANCELED, closes the channels so
+ * workers exit on EOF, kills those that do not within a short grace, reaps
+ * them all. Accepts NULL. Call it once, when no new call will start. */
 void llll_pool_free(llll_pool *pool);
 
 /* In a worker: answers calls with fn until the master closes the channel
  * (returns 0, so the worker can exit cleanly). -ENOENT when this process was
  * not started as a worker; another negative errno when the channel broke.
  * Call it once, before starting threads (it takes the channel with
- * llll_sbc_child). The wire protocol is described at the top of pool.c. */
+ * llll_sbc_child). It speaks version 2 of the pool protocol (batches of
+ * arguments, a request id in every frame), described byte by byte at the top
+ * of pool.c and in README, so a worker can be written in any language. */
 int llll_serve(llll_serve_fn *fn, void *ctx);
 
 /* ---------------------------------------- mapper, FIFO, generator (mapper.c) */
@@ -668,12 +747,24 @@ int llll_mapper_new(llll_mapper **out, int nthread);
 
 /* Calls fn(ctx, i) once for every i in [0, n) and returns when all returned:
  * 0, or the value of the failing call with the lowest i (every i still runs).
- * n == 0 returns 0 at once; -EINVAL when fn is NULL. Work is handed out in
- * chunks from an atomic counter, large first and shrinking near the end
- * (guided scheduling), so items of a few nanoseconds scale. Safe from several
+ * n == 0 returns 0 at once; -EINVAL when fn is NULL. Safe from several
  * threads at once (idle workers help any map), and from inside fn: the caller
- * works on its own map until every item is claimed, then waits only for items
- * still running, so nesting cannot deadlock.
+ * works on its own map until no item is left unstarted, then waits only for
+ * items still running, so nesting cannot deadlock.
+ *
+ * The schedule adapts to the items' cost and needs no parameter. Each thread
+ * runs a range of items in index order. It takes its next range from the
+ * items not yet handed out, sized to last about 50 us at the speed its last
+ * range ran: one item while items are slower than that, at most twice the
+ * last range, and never more than what is left / (2 x nthread), so every
+ * thread has work until the end. Once every item is handed out, a thread left
+ * without work takes the back half of the unstarted items of the thread that
+ * has the most. So items of a few nanoseconds run in long ranges, and a slow
+ * item holds up only itself: while it runs, the rest of its thread's range
+ * goes to threads that are free. On Linux a steal costs one membarrier(2)
+ * call, and an item a plain store and load more than a bare loop; where
+ * membarrier is missing or refused, that store is sequentially consistent
+ * (an atomic exchange on x86).
  * Errors:
  * the value fn returned for the lowest failing i (every i still ran);
  * -EINVAL   m or fn is NULL (nothing ran).

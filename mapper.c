@@ -4,21 +4,26 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#endif
 
 #include "llll.h"
 
-/* Guided scheduling: a claim takes remaining / (GUIDED_K * nthread) items,
- * at least 1. K = 2 keeps the last chunks small enough that threads finish
- * within about one item of each other, while a 20 M item map on 2 threads
- * still needs only about 60 claims. */
-#define GUIDED_K 2
+/* A claim from a job's shared counter takes at most remaining / (SHARE_K *
+ * nthread) items, so every thread still finds work near the end; within that,
+ * it is sized to last about CLAIM_NS at the rate the thread's last range ran,
+ * growing at most twofold per claim. 50 us makes the cost of a claim (a lock,
+ * two clock reads) noise, and makes every claim of items costing more than
+ * that a single item, as with one item per hand-out. */
+#define SHARE_K 2
+#define CLAIM_NS 50000.0
 #define MAX_THREADS 4096
 
 static int online_cpus(void)
@@ -41,16 +46,49 @@ static int start_thread(pthread_t *t, void *(*body)(void *), void *arg)
 
 /* ------------------------------------------------------------------ mapper */
 
+/* The schedule. Each thread working on a job owns a range of items [pos, end)
+ * in a slot, and runs it from the front, one item at a time. A thread with an
+ * empty range claims the next one from the job's counter; once the counter is
+ * spent, it steals the back half of the unstarted items of the slot that has
+ * the most. A slow item thus delays only itself: the rest of its range goes
+ * to threads that are free.
+ *
+ * An owner starts item i by publishing pos = i + 1, then reading end: i runs
+ * only if i < end. A thief (holding the job's lock, so thieves and claims are
+ * serialized) lowers end to cut, then reads pos. This is Dekker's pattern:
+ * each side must see the other's write, which needs a store-load barrier
+ * between the write and the read. On the owner's side that barrier would cost
+ * as much as an item of a few nanoseconds, so on Linux the thief pays for
+ * both: membarrier(PRIVATE_EXPEDITED) runs a full barrier on every thread of
+ * the process, after which every pos the owner published is visible to the
+ * thief, and every end the owner reads is the thief's. The owner needs only a
+ * compiler barrier. Where membarrier is missing (other systems, kernels before
+ * 4.14, a seccomp filter), the four accesses are seq_cst, which orders them.
+ *
+ * After the barrier, pos > cut means the owner took pos - 1 (or is deciding
+ * on it from the old end): the thief gives [cut, pos) back by setting end =
+ * pos. An owner that reads i >= end rereads end under the job's lock before
+ * giving i up, so it sees that correction. */
+
+struct slot {
+    atomic_size_t pos;          /* 1 + the item the owner started last, or its range's start */
+    atomic_size_t end;          /* lowered by thieves */
+    struct slot *next;          /* in job.slots */
+};
+
 /* One call of llll_mapper_map. It lives on the caller's stack: it is linked
- * into the mapper's list while it may have unclaimed items, and the caller
+ * into the mapper's list while it may have unstarted items, and the caller
  * returns only once it is unlinked and no worker is attached to it. */
 struct job {
-    /* Written by claims from every thread: alone on its cache line. */
-    alignas(64) atomic_size_t next;
-    alignas(64) size_t n;
-    size_t div;                 /* GUIDED_K * nthread */
+    pthread_mutex_t mu;         /* taken: the counter, the slot list, every change of a range */
+    size_t taken;               /* items [0, taken) were handed out to slots */
+    size_t n;
+    size_t div;                 /* SHARE_K * nthread */
+    bool asym;                  /* thieves use membarrier; owners a compiler barrier */
+    struct slot *slots;
     llll_map_fn *fn;
     void *ctx;
+    /* Under the mapper's lock: */
     struct job *prev, *nextjob; /* in m->jobs while linked */
     bool linked;
     int users;                  /* threads working on it, the caller included */
@@ -66,57 +104,226 @@ struct llll_mapper {
     struct job *jobs;           /* newest first */
     int idle;                   /* workers asleep on work */
     bool stop;
+    bool asym;                  /* membarrier(PRIVATE_EXPEDITED) is registered */
     int nthread;                /* workers + the caller of map */
     int nworker;
     pthread_t *th;
 };
 
-/* Claims the next chunk of j: [*lo, *hi). False when every item is claimed.
- * Lock-free: a compare-and-swap on j->next, retried only when another thread
- * claimed in between. */
-static bool claim(struct job *j, size_t *lo, size_t *hi)
+#if defined(__linux__) && defined(SYS_membarrier)
+/* The values of linux/membarrier.h, which not every libc's headers carry. */
+enum { MB_QUERY = 0, MB_PRIVATE_EXPEDITED = 1 << 3, MB_REGISTER_PRIVATE_EXPEDITED = 1 << 4 };
+
+static bool membarrier_register(void)
 {
-    size_t cur = atomic_load_explicit(&j->next, memory_order_relaxed);
+    long cmds = syscall(SYS_membarrier, MB_QUERY, 0, 0);
+    return cmds > 0 && (cmds & MB_PRIVATE_EXPEDITED) &&
+           syscall(SYS_membarrier, MB_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
+
+static bool membarrier_all(void)
+{
+    return syscall(SYS_membarrier, MB_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
+#else
+static bool membarrier_register(void) { return false; }
+static bool membarrier_all(void) { return false; }
+#endif
+
+static size_t slot_left(struct slot *s)
+{
+    size_t p = atomic_load_explicit(&s->pos, memory_order_relaxed);
+    size_t e = atomic_load_explicit(&s->end, memory_order_relaxed);
+    return e > p ? e - p : 0;
+}
+
+static void slot_set(struct slot *s, size_t lo, size_t hi)
+{
+    atomic_store_explicit(&s->pos, lo, memory_order_relaxed);
+    atomic_store_explicit(&s->end, hi, memory_order_relaxed);
+}
+
+/* With j->mu held: moves the back half of the unstarted items of the slot
+ * with the most into self. False when no slot has any. */
+static bool steal(struct job *j, struct slot *self)
+{
     for (;;) {
-        if (cur >= j->n)
+        struct slot *v = NULL;
+        size_t most = 0;
+        for (struct slot *s = j->slots; s; s = s->next) {
+            size_t left = s == self ? 0 : slot_left(s);
+            if (left > most) {
+                most = left;
+                v = s;
+            }
+        }
+        if (!v)
             return false;
-        size_t c = (j->n - cur) / j->div;
-        if (c == 0)
-            c = 1;
-        if (atomic_compare_exchange_weak_explicit(&j->next, &cur, cur + c,
-                                                  memory_order_relaxed, memory_order_relaxed)) {
-            *lo = cur;
-            *hi = cur + c;
+        size_t e = atomic_load_explicit(&v->end, memory_order_relaxed);
+        size_t cut = e - (most + 1) / 2;
+        atomic_store(&v->end, cut);
+        if (j->asym && !membarrier_all()) {
+            /* Cannot happen once registered. Without the barrier nothing can
+             * be taken safely: the owner keeps its range and runs it. */
+            atomic_store(&v->end, e);
+            return false;
+        }
+        size_t p = atomic_load(&v->pos);
+        if (p > cut) {
+            cut = p < e ? p : e;
+            atomic_store_explicit(&v->end, cut, memory_order_relaxed);
+        }
+        if (cut < e) {
+            slot_set(self, cut, e);
             return true;
         }
+        /* The owner had gone past every item we looked at: look again (the
+         * pos we now read is at least this one, so v is not picked twice). */
     }
 }
 
-/* The per-item loop below costs ~1.4 ns an item; where the linker happens to
- * place it moved bench/mapper's llll/OpenMP ratio between ~0.75 and ~1.15
- * for the same source. Aligning the function fixes the loop's alignment
- * whatever is linked before it. */
+/* With j->mu held: gives self its next range, at most want items from the
+ * counter, else stolen. False when no item is left unstarted anywhere. */
+static bool next_range(struct job *j, struct slot *self, size_t want)
+{
+    if (j->taken < j->n) {
+        size_t c = (j->n - j->taken) / j->div;
+        if (c == 0)
+            c = 1;
+        if (c > want)
+            c = want;
+        slot_set(self, j->taken, j->taken + c);
+        j->taken += c;
+        return true;
+    }
+    return steal(j, self);
+}
+
+/* The per-item loops below cost ~1.4 ns an item, and where they land moved
+ * bench/mapper's llll/OpenMP ratio between ~0.75 and ~1.35 for the same
+ * source (on x86, a loop with a jump that ends on a 32-byte boundary runs
+ * from the legacy decoders). So they are small functions of their own, with
+ * nothing else live in the loop, aligned and never inlined, which keeps the
+ * layout the same whatever is linked around them. */
 #if defined(__GNUC__)
-#define HOT_ALIGN __attribute__((aligned(64)))
+#define HOT __attribute__((aligned(64), noinline))
 #else
-#define HOT_ALIGN
+#define HOT
 #endif
 
-/* Runs chunks of j until none is left; records the lowest failure in err_i, err. */
-HOT_ALIGN static void work_on(struct job *j, size_t *err_i, int *err)
+/* From item i, runs the items of s while i < end and fn returns 0. Returns
+ * the index it stopped at: *rc is that item's failure, or 0 when the index
+ * reached end. The owner's side of the protocol with membarrier: publishing
+ * pos needs only a compiler barrier. */
+HOT static size_t run_asym(struct slot *s, size_t i, llll_map_fn *fn, void *ctx, int *rc)
 {
-    llll_map_fn *fn = j->fn;
-    void *ctx = j->ctx;
-    size_t lo, hi;
-    while (claim(j, &lo, &hi)) {
-        for (size_t i = lo; i < hi; i++) {
-            int rc = fn(ctx, i);
-            if (rc != 0 && i < *err_i) {
-                *err_i = i;
-                *err = rc;
-            }
+    for (;; i++) {
+        atomic_store_explicit(&s->pos, i + 1, memory_order_relaxed);
+        atomic_signal_fence(memory_order_seq_cst);
+        if (i >= atomic_load_explicit(&s->end, memory_order_relaxed))
+            break;
+        int r = fn(ctx, i);
+        if (r != 0) {
+            *rc = r;
+            return i;
         }
     }
+    *rc = 0;
+    return i;
+}
+
+/* The same where thieves have no membarrier. */
+HOT static size_t run_sym(struct slot *s, size_t i, llll_map_fn *fn, void *ctx, int *rc)
+{
+    for (;; i++) {
+        atomic_store(&s->pos, i + 1);
+        if (i >= atomic_load(&s->end))
+            break;
+        int r = fn(ctx, i);
+        if (r != 0) {
+            *rc = r;
+            return i;
+        }
+    }
+    *rc = 0;
+    return i;
+}
+
+/* Runs the items of s from i until the end of its range, recording the
+ * lowest failure in err_i, err. Returns the index it stopped at. */
+static size_t run_slot(struct slot *s, size_t i, bool asym, llll_map_fn *fn, void *ctx,
+                       size_t *err_i, int *err)
+{
+    for (;;) {
+        int rc;
+        i = asym ? run_asym(s, i, fn, ctx, &rc) : run_sym(s, i, fn, ctx, &rc);
+        if (rc == 0)
+            return i;
+        if (i < *err_i) {
+            *err_i = i;
+            *err = rc;
+        }
+        i++;
+    }
+}
+
+/* Runs the range of s from lo until a thief's end stops it; records the
+ * lowest failure in err_i, err. Returns the index it stopped at, with j->mu
+ * held (the caller takes its next range under it). */
+static size_t run_range(struct job *j, struct slot *s, size_t i, size_t *err_i, int *err)
+{
+    for (;;) {
+        i = run_slot(s, i, j->asym, j->fn, j->ctx, err_i, err);
+        pthread_mutex_lock(&j->mu);
+        if (i >= atomic_load_explicit(&s->end, memory_order_relaxed))
+            return i;
+        /* A thief gave i back: publishing pos = i + 1 again changes nothing
+         * for thieves, and now i < end. */
+        pthread_mutex_unlock(&j->mu);
+    }
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The next claim after k items ran in ns: what lasts CLAIM_NS at that rate,
+ * at most twice the last claim, at least 1. */
+static size_t claim_size(size_t last, size_t k, uint64_t ns)
+{
+    if (k == 0)
+        return last;            /* thieves took the whole range: no measure */
+    double fit = ns > 0 ? (double)k * CLAIM_NS / (double)ns : 2.0 * (double)last;
+    double grow = 2.0 * (double)last;
+    double c = fit < grow ? fit : grow;
+    return c < 1 ? 1 : c > (double)(SIZE_MAX / 4) ? SIZE_MAX / 4 : (size_t)c;
+}
+
+/* Runs items of j until none is left unstarted; records the lowest failure
+ * in err_i, err. */
+static void work_on(struct job *j, size_t *err_i, int *err)
+{
+    struct slot self;
+    slot_set(&self, 0, 0);
+    size_t want = 1;
+    pthread_mutex_lock(&j->mu);
+    self.next = j->slots;
+    j->slots = &self;
+    while (next_range(j, &self, want)) {
+        size_t lo = atomic_load_explicit(&self.pos, memory_order_relaxed);
+        pthread_mutex_unlock(&j->mu);
+        uint64_t t = now_ns();
+        size_t hi = run_range(j, &self, lo, err_i, err);
+        want = claim_size(want, hi - lo, now_ns() - t);
+    }
+    struct slot **pp = &j->slots;
+    while (*pp != &self)
+        pp = &(*pp)->next;
+    *pp = self.next;
+    pthread_mutex_unlock(&j->mu);
 }
 
 static void unlink_job(llll_mapper *m, struct job *j)
@@ -132,8 +339,8 @@ static void unlink_job(llll_mapper *m, struct job *j)
     j->linked = false;
 }
 
-/* With m->mu held: a thread has finished with j (every chunk it claimed ran,
- * and no chunk is left to claim). */
+/* With m->mu held: a thread has finished with j (every item it started ran,
+ * and no item is left unstarted). */
 static void detach(llll_mapper *m, struct job *j, size_t err_i, int err)
 {
     unlink_job(m, j);
@@ -199,6 +406,8 @@ int llll_mapper_new(llll_mapper **out, int nthread)
         free(m);
         return -ENOMEM;
     }
+    /* Registered here, not once per process: a forked child registers anew. */
+    m->asym = nthread > 1 && membarrier_register();
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->work, NULL);
     for (int i = 0; i < nthread - 1; i++) {
@@ -224,55 +433,64 @@ int llll_mapper_map(llll_mapper *m, size_t n, llll_map_fn *fn, void *ctx)
     if (n == 0)
         return 0;
 
+    /* A single item, or a mapper without workers: one range, no thief, no
+     * lock and no wake-up. */
+    if (m->nworker == 0 || n == 1) {
+        struct slot alone;
+        slot_set(&alone, 0, n);
+        size_t err_i = SIZE_MAX;
+        int err = 0;
+        run_slot(&alone, 0, true, fn, ctx, &err_i, &err);
+        return err;
+    }
+
     struct job j;
-    atomic_init(&j.next, 0);
+    pthread_mutex_init(&j.mu, NULL);
+    j.taken = 0;
     j.n = n;
-    j.div = (size_t)GUIDED_K * (size_t)m->nthread;
+    j.div = (size_t)SHARE_K * (size_t)m->nthread;
+    j.asym = m->asym;
+    j.slots = NULL;
     j.fn = fn;
     j.ctx = ctx;
     j.users = 1;
     j.waiting = false;
     j.err_i = SIZE_MAX;
     j.err = 0;
+    pthread_cond_init(&j.cv, NULL);
 
-    /* Post the job only when someone can help: a single item, or a mapper
-     * without workers, costs no lock and no wake-up. Newest first, so a
-     * nested map (whose caller holds an item of an outer job) gets help
-     * before older jobs, whose callers are working on them anyway. */
-    bool posted = m->nworker > 0 && n > 1;
-    if (posted) {
-        pthread_cond_init(&j.cv, NULL);
-        pthread_mutex_lock(&m->mu);
-        j.prev = NULL;
-        j.nextjob = m->jobs;
-        if (m->jobs)
-            m->jobs->prev = &j;
-        m->jobs = &j;
-        j.linked = true;
-        /* Wake no more sleepers than there are items for them. */
-        if ((size_t)m->idle <= n - 1)
-            pthread_cond_broadcast(&m->work);
-        else
-            for (size_t k = 0; k < n - 1; k++)
-                pthread_cond_signal(&m->work);
-        pthread_mutex_unlock(&m->mu);
-    }
+    /* Newest first, so a nested map (whose caller holds an item of an outer
+     * job) gets help before older jobs, whose callers are working on them
+     * anyway. */
+    pthread_mutex_lock(&m->mu);
+    j.prev = NULL;
+    j.nextjob = m->jobs;
+    if (m->jobs)
+        m->jobs->prev = &j;
+    m->jobs = &j;
+    j.linked = true;
+    /* Wake no more sleepers than there are items for them. */
+    if ((size_t)m->idle <= n - 1)
+        pthread_cond_broadcast(&m->work);
+    else
+        for (size_t k = 0; k < n - 1; k++)
+            pthread_cond_signal(&m->work);
+    pthread_mutex_unlock(&m->mu);
 
     size_t err_i = SIZE_MAX;
     int err = 0;
     work_on(&j, &err_i, &err);
 
-    if (posted) {
-        pthread_mutex_lock(&m->mu);
-        detach(m, &j, err_i, err);
-        /* Every item is claimed: wait only for chunks still running. */
-        j.waiting = true;
-        while (j.users > 0)
-            pthread_cond_wait(&j.cv, &m->mu);
-        err = j.err;
-        pthread_mutex_unlock(&m->mu);
-        pthread_cond_destroy(&j.cv);
-    }
+    pthread_mutex_lock(&m->mu);
+    detach(m, &j, err_i, err);
+    /* No item is left unstarted: wait only for items still running. */
+    j.waiting = true;
+    while (j.users > 0)
+        pthread_cond_wait(&j.cv, &m->mu);
+    err = j.err;
+    pthread_mutex_unlock(&m->mu);
+    pthread_cond_destroy(&j.cv);
+    pthread_mutex_destroy(&j.mu);
     return err;
 }
 

@@ -1,26 +1,69 @@
-/* pool.c - pools of worker processes (llll_pool) and the worker loop (llll_serve).
+/* pool.c - pools of worker processes (llll_pool), bulk maps over them
+ * (llll_pool_map) and the worker loop (llll_serve).
  *
- * Protocol, over each worker's instance channel (frames of sbc.c):
- *   worker -> master  hello: the 11 bytes "llll-pool/1" (magic and protocol
- *                     version), sent once, as soon as llll_serve starts;
- *   master -> worker  request: the argument bytes, as they are;
- *   worker -> master  reply: the result bytes, then 1 status byte (0: fn
- *                     returned 0, 1: fn failed). At the end, so that
- *                     neither side moves the result to make room for it.
- * One request is in flight per worker at a time, so a reply always belongs to
- * the call that owns the worker. The master closing the channel (LLLL_EOF in
- * the worker) ends llll_serve with 0.
+ * Wire protocol 2, over each worker's instance channel (frames of sbc.c: a
+ * 4-byte big-endian length, then that many bytes). Every integer below is an
+ * unsigned 32-bit big-endian number.
  *
- * Locking: one mutex per pool guards the slots' states; it is never held while
- * sending, receiving, spawning or reaping. A call owns its worker (BUSY) from
- * the moment it takes it until it puts it back, so nothing else touches that
- * worker's channel meanwhile, except llll_pool_free, which only shuts it down.
+ *   hello    worker -> master, once, as soon as llll_serve starts: the 11
+ *            bytes "llll-pool/2". A master refuses any other hello; one of
+ *            another version ("llll-pool/1") fails the start with -EPROTO.
+ *
+ *   request  master -> worker: a batch of count >= 1 arguments
+ *              id      request id, chosen by the master (it counts per worker)
+ *              limit   the largest reply frame the master accepts, in bytes
+ *              count   number of arguments
+ *            then count times:
+ *              len     the argument's length
+ *              bytes   len bytes
+ *
+ *   reply    worker -> master: the results of a run of the request's items,
+ *            each result followed by its status and length, the frame ending
+ *            with the request id, so the result of a single call starts at
+ *            byte 0 of the frame (nobody moves it):
+ *            count times, for items first, first+1, ...:
+ *              bytes   the result
+ *              status  1 byte: 0 fn returned 0; 1 fn failed (the bytes are
+ *                      its message); 2 the result would not fit in limit
+ *                      (no bytes: the caller gets -EMSGSIZE)
+ *              len     the result's length
+ *            then
+ *              id      the request's id
+ *              first   index in the request of the first item in this frame
+ *              count   number of results in this frame (>= 1)
+ *            A worker answers a request's items in order, in one reply frame
+ *            when they fit in limit, else in several (first says where each
+ *            begins). A reply is read from its end.
+ *
+ * The master keeps up to two requests in flight per worker (a map), or one (a
+ * call); replies come in request order. A reply whose id is not the oldest
+ * request in flight, or that does not parse, retires the worker (-EPROTO).
+ * The master closing the channel (LLLL_EOF in the worker) ends llll_serve.
+ *
+ * Locking: one mutex per pool guards the slots, the queue of threads waiting
+ * for a worker, and the state of every map; it is never held while sending,
+ * receiving, spawning, reaping or calling user code. A slot is owned by one
+ * thread at a time (a call, the thread a waiting call handed its request to,
+ * or one pump thread of a map), which alone uses its channel; llll_pool_free
+ * only shuts channels down, and the watchdog only kills workers.
+ *
+ * More callers than workers: a thread that finds every worker busy queues
+ * its request and sleeps on a semaphore; a thread that owns a worker runs the
+ * queued calls on it, up to COMBINE_MAX in one frame and DELEGATE_MAX frames,
+ * before it returns (posting each caller when its result is in), then hands
+ * the worker itself to the next waiter. The worker is never idle while a
+ * caller sleeps, a finished call costs its caller one wake-up, and no thread
+ * is woken for nothing. A map's pump that has nothing to do lets its worker
+ * go to a waiting thread.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -28,38 +71,89 @@
 
 #include "llll.h"
 
-#define HELLO "llll-pool/1"
+#define PROTOCOL 2
+#define HELLO "llll-pool/2"
+#define HELLO_PREFIX "llll-pool/"
 #define HELLO_LEN (sizeof HELLO - 1)
+#define REQ_HEAD 12            /* id, limit, count */
+#define ARG_HEAD 4             /* an argument's length */
+#define REPLY_TAIL 12          /* id, first, count */
+#define RESULT_TAIL 5          /* status, length */
+#define FRAME_LIMIT ((size_t)UINT32_MAX)
+#define MAX_FRAME_LIMIT (FRAME_LIMIT - (1 << 20))  /* the largest max_frame */
 #define START_TIMEOUT_MS 10000
 #define FREE_GRACE_MS 200      /* for workers to exit on EOF, all together */
 #define SEND_ATTEMPTS 3        /* a worker found dead before it read the request */
-#define FRAME_LIMIT ((size_t)UINT32_MAX - 1) /* the 4-byte header's range, minus the status byte */
+#define DELEGATE_MAX 8         /* frames of queued calls a worker's owner runs before handing it on */
+#define COMBINE_MAX 64         /* queued calls it sends together, in one frame */
+
+/* Maps */
+#define BATCH_MAX 4096         /* items per request frame */
+#define BATCH_BYTES (64 << 10) /* request bytes per frame (a larger item goes alone) */
+#define PIPE_BYTES (128 << 10) /* request bytes in flight per worker before a second frame */
+#define BATCH_TARGET_NS 500000.0   /* how long a batch should keep its worker busy */
+#define SLOW_ITEM_NS 5000000.0     /* items this slow go one at a time: a round trip
+                                      costs them little, and a second item queued
+                                      behind one could wait while another worker idles */
+/* Built and not yet delivered, per worker: many small batches, so that a slow
+ * item holding back the delivery does not leave the other workers idle, but
+ * no more items than a few full batches, so that memory stays bounded. */
+#define WINDOW_BATCHES 64
+#define WINDOW_ITEMS (4 * BATCH_MAX)
 
 enum slot_state {
-    SLOT_IDLE,      /* in is a live worker nobody uses */
-    SLOT_BUSY,      /* owned by one call */
-    SLOT_SPAWNING,  /* owned by one call that replaces its worker */
-    SLOT_DEAD       /* no worker: replaced by the next call that needs it (unless no_respawn) */
+    SLOT_IDLE,      /* a live worker nobody uses (only while no thread waits) */
+    SLOT_BUSY,      /* owned by one thread */
+    SLOT_SPAWNING,  /* owned by one thread that replaces its worker */
+    SLOT_DEAD       /* no worker: replaced by the next thread that needs it (unless no_respawn) */
 };
 
 struct slot {
-    llll_instance *in;  /* NULL when dead (or while a replacement is forked) */
+    llll_instance *in;  /* NULL when dead (or while a replacement starts) */
     llll_sbc *ch;       /* in's channel */
     enum slot_state state;
+    int64_t deadline;   /* CLOCK_MONOTONIC ms; 0: none (the watchdog reads it) */
+    bool expired;       /* the watchdog killed the worker at its deadline */
+    uint32_t next_id;   /* owner only: the last request id sent */
+    llll_buf tx;        /* owner only: a call's request frame */
+    llll_buf rx;        /* owner only: replies to calls run together */
+};
+
+/* A thread waiting for a worker: a call (which an owner of a worker may run
+ * for it) or a map. Lives on the waiting thread's stack. */
+enum wait_state { W_WAITING, W_RUNNING, W_DONE, W_GRANTED, W_RETRY };
+struct waiter {
+    struct waiter *next;
+    sem_t wake;               /* posted by the thread that changed state */
+    _Atomic int state;        /* enum wait_state */
+    int slot;                 /* W_GRANTED: the slot it now owns */
+    bool is_call;
+    bool alone;               /* its worker died in a frame shared with others: runs alone */
+    const void *arg;          /* a call's request and outcome */
+    size_t len;
+    llll_buf *result;
+    int rc;
 };
 
 struct llll_pool {
     pthread_mutex_t mu;
-    pthread_cond_t idle_cv;   /* a slot became IDLE or DEAD, or the pool is closing */
     pthread_cond_t drain_cv;  /* inside reached 0 while closing */
+    pthread_cond_t pump_cv;   /* maps' pumps with nothing to do wait here */
+    int idle_pumps;           /* how many */
     struct slot *slots;
     int n;
     int cursor;               /* where a thread without a hint starts looking */
-    int nwait;                /* threads waiting on idle_cv */
-    int inside;               /* calls between entry and return */
+    struct waiter *qhead, *qtail;  /* threads waiting for a worker, oldest first */
+    int inside;               /* calls and maps between entry and return */
     bool closing;
-    _Atomic int nlive;        /* slots with a live worker (IDLE or BUSY): llll_pool_size */
+    _Atomic int nlive;        /* slots with a live worker: llll_pool_size */
     uint64_t id;              /* unique per pool in this process, for the thread hints */
+
+    pthread_t wd;             /* watchdog: kills a worker past its deadline */
+    bool wd_running;
+    bool wd_waiting;          /* it sleeps without a deadline */
+    int64_t wd_next;          /* the deadline it sleeps until */
+    pthread_cond_t wd_cv;
 
     char **argv;              /* program workers (deep copy), or NULL */
     llll_serve_fn *fn;        /* forked workers */
@@ -71,42 +165,164 @@ struct llll_pool {
     int start_timeout_ms;
     bool no_respawn;
     size_t max_frame;
+    size_t reply_limit;       /* largest reply frame: one result of max_frame */
 
-    _Atomic uint64_t calls, failures, crashes, timeouts, respawns;
+    _Atomic uint64_t calls, failures, crashes, timeouts, respawns, protocol_errors;
 };
 
 /* The worker a thread used last, per thread, valid for the pool with this id. */
 static _Thread_local struct { uint64_t pool_id; int slot; } hint;
 static _Atomic uint64_t next_pool_id = 1;
 
+static void put32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void bump(_Atomic uint64_t *c, uint64_t by)
+{
+    atomic_fetch_add_explicit(c, by, memory_order_relaxed);
+}
+
 /* ----------------------------------------------------------- the worker */
+
+/* Appends len bytes to b. */
+/* Makes room for len more bytes after b's contents: a pointer to them (b->len
+ * is not moved), or NULL. Inline: the bulk paths call it per item. */
+static inline unsigned char *room(llll_buf *b, size_t len)
+{
+    if (b->cap < b->len || b->cap - b->len < len) {
+        if (b->len > SIZE_MAX - len || llll_buf_reserve(b, b->len + len) < 0)
+            return NULL;
+    }
+    return (unsigned char *)b->data + b->len;
+}
+
+/* Appends len bytes to b. */
+static inline int append(llll_buf *b, const void *data, size_t len)
+{
+    unsigned char *d = room(b, len);
+    if (!d)
+        return -ENOMEM;
+    if (len)
+        memcpy(d, data, len);
+    b->len += len;
+    return 0;
+}
+
+/* Ends the reply frame in out (its results already in) and sends it. */
+static int send_reply(llll_sbc *ch, llll_buf *out, uint32_t id, uint32_t first, uint32_t count)
+{
+    unsigned char tail[REPLY_TAIL];
+    put32(tail, id);
+    put32(tail + 4, first);
+    put32(tail + 8, count);
+    if (append(out, tail, sizeof tail) < 0)
+        return -ENOMEM;
+    return llll_sbc_send(ch, out->data, out->len);
+}
+
+/* Runs fn on every argument of one request frame and sends the replies. */
+static int serve_request(llll_sbc *ch, llll_serve_fn *fn, void *ctx, const llll_buf *req,
+                         llll_buf *out, llll_buf *res)
+{
+    const unsigned char *f = req->data;
+    if (req->len < REQ_HEAD)
+        return -EPROTO;
+    uint32_t id = get32(f), count = get32(f + 8);
+    size_t limit = get32(f + 4);
+    if (count == 0 || limit < RESULT_TAIL + REPLY_TAIL)
+        return -EPROTO;
+    size_t pos = REQ_HEAD;
+    uint32_t first = 0, nout = 0;
+    out->len = 0;
+    for (uint32_t j = 0; j < count; j++) {
+        if (req->len - pos < ARG_HEAD)
+            return -EPROTO;
+        size_t len = get32(f + pos);
+        pos += ARG_HEAD;
+        if (req->len - pos < len)
+            return -EPROTO;
+        /* The first result of a frame is written in place. */
+        llll_buf *dst = nout == 0 ? out : res;
+        dst->len = 0;
+        int frc = fn(ctx, f + pos, len, dst);
+        pos += len;
+        if (dst->cap < dst->len)   /* fn grew data without keeping cap */
+            dst->cap = dst->len;
+        unsigned char tail[RESULT_TAIL] = { frc ? 1 : 0 };
+        size_t rlen = dst->len;
+        if (rlen > limit - RESULT_TAIL - REPLY_TAIL) {
+            tail[0] = 2;
+            rlen = 0;
+            if (dst == out)
+                out->len = 0;
+        }
+        if (dst == res && out->len + rlen + RESULT_TAIL + REPLY_TAIL > limit) {
+            int rc = send_reply(ch, out, id, first, nout);
+            if (rc)
+                return rc;
+            first += nout;
+            nout = 0;
+            out->len = 0;
+        }
+        /* One check of room for the result (unless it is in place) and its tail. */
+        size_t add = (dst == res ? rlen : 0) + RESULT_TAIL;
+        unsigned char *d = room(out, add);
+        if (!d)
+            return -ENOMEM;
+        if (dst == res && rlen)
+            memcpy(d, res->data, rlen);
+        d += add - RESULT_TAIL;
+        d[0] = tail[0];
+        put32(d + 1, (uint32_t)rlen);
+        out->len += add;
+        nout++;
+    }
+    if (pos != req->len)
+        return -EPROTO;
+    return send_reply(ch, out, id, first, nout);
+}
 
 /* Answers requests on ch with fn until the master closes it. */
 static int serve_channel(llll_sbc *ch, llll_serve_fn *fn, void *ctx)
 {
-    /* The master bounds what it sends; replies are bounded by the master's
-     * receive limit, which it reports as -EMSGSIZE to the caller. */
-    llll_sbc_set_max_frame(ch, FRAME_LIMIT + 1);
+    /* The master bounds its requests; replies are bounded by the limit
+     * each request carries. */
+    llll_sbc_set_max_frame(ch, FRAME_LIMIT);
     int rc = llll_sbc_send(ch, HELLO, HELLO_LEN);
-    llll_buf req = LLLL_BUF_INIT, res = LLLL_BUF_INIT;
+    llll_buf req = LLLL_BUF_INIT, out = LLLL_BUF_INIT, res = LLLL_BUF_INIT;
     while (rc == 0) {
         rc = llll_sbc_recv(ch, &req, -1);
-        if (rc)
-            break;
-        res.len = 0;
-        int frc = fn(ctx, req.data, req.len, &res);
-        if (res.cap < res.len)   /* fn grew data without keeping cap */
-            res.cap = res.len;
-        if (llll_buf_reserve(&res, res.len + 1) < 0) {
-            rc = -ENOMEM;
-            break;
-        }
-        ((unsigned char *)res.data)[res.len] = frc ? 1 : 0;
-        rc = llll_sbc_send(ch, res.data, res.len + 1);
+        if (rc == 0)
+            rc = serve_request(ch, fn, ctx, &req, &out, &res);
         if (rc == -EPIPE || rc == -ECONNRESET)
             rc = LLLL_EOF;   /* the master went away while fn ran */
     }
     llll_buf_free(&req);
+    llll_buf_free(&out);
     llll_buf_free(&res);
     return rc == LLLL_EOF ? 0 : rc;
 }
@@ -134,7 +350,7 @@ static int fork_main(llll_sbc *ch, void *arg)
 /* ------------------------------------------------------ worker lifecycle */
 
 /* Starts one worker without waiting for its hello. */
-static int spawn(llll_pool *p, llll_instance **out)
+static int launch_worker(llll_pool *p, llll_instance **out)
 {
     if (p->argv)
         return llll_instance_start(out, (const char *const *)p->argv, &p->iopts);
@@ -142,20 +358,27 @@ static int spawn(llll_pool *p, llll_instance **out)
 }
 
 /* Waits up to timeout_ms (-1: forever) for a worker's hello. */
-static int await_hello(llll_instance *in, int timeout_ms)
+static int await_hello(llll_pool *p, llll_instance *in, int timeout_ms)
 {
     llll_buf b = LLLL_BUF_INIT;
     llll_sbc *ch = llll_instance_channel(in);
     llll_sbc_set_max_frame(ch, 64);   /* a stranger's bytes stay small */
     int rc = llll_sbc_recv(ch, &b, timeout_ms);
-    if (rc == 0 && (b.len != HELLO_LEN || memcmp(b.data, HELLO, HELLO_LEN) != 0))
+    if (rc == 0 && (b.len != HELLO_LEN || memcmp(b.data, HELLO, HELLO_LEN) != 0)) {
         rc = -EPROTO;
-    else if (rc == LLLL_EOF || rc == -EPIPE)
+        size_t plen = sizeof HELLO_PREFIX - 1;
+        if (p->iopts.proc.verbose && b.len > plen && b.len < 32 && memcmp(b.data, HELLO_PREFIX, plen) == 0)
+            fprintf(stderr, "llll: a pool worker speaks protocol version %.*s; this library speaks version %d\n",
+                    (int)(b.len - plen), (const char *)b.data + plen, PROTOCOL);
+    } else if (rc == LLLL_EOF || rc == -EPIPE) {
         rc = -ECONNRESET;
-    else if (rc == -EMSGSIZE)
+    } else if (rc == -EMSGSIZE) {
         rc = -EPROTO;
-    else if (rc == -EAGAIN)
+    } else if (rc == -EAGAIN) {
         rc = -ETIMEDOUT;
+    }
+    if (rc == 0)   /* our requests: a batch of BATCH_BYTES and one argument more */
+        llll_sbc_set_max_frame(ch, p->reply_limit + BATCH_BYTES + 64);
     llll_buf_free(&b);
     return rc;
 }
@@ -172,26 +395,95 @@ static void reap(llll_instance *in)
 static void unlock(llll_pool *p) { pthread_mutex_unlock(&p->mu); }
 static void lock(llll_pool *p) { pthread_mutex_lock(&p->mu); }
 
-/* Gives slot i, owned by the caller (not IDLE), a new worker; called and
- * returns with the lock held, drops it meanwhile. Ends with the slot IDLE with
- * a worker (give_back) or owned and BUSY (!give_back), or DEAD on failure. */
-static int respawn(llll_pool *p, int i, bool give_back)
+/* Wakes the maps' idle pumps: a batch to send, a thread waiting for a
+ * worker, or the end. Lock held. */
+static void wake_pumps(llll_pool *p)
+{
+    if (p->idle_pumps)
+        pthread_cond_broadcast(&p->pump_cv);
+}
+
+static void enqueue(llll_pool *p, struct waiter *w)
+{
+    wake_pumps(p);
+    w->next = NULL;
+    w->state = W_WAITING;
+    if (p->qtail)
+        p->qtail->next = w;
+    else
+        p->qhead = w;
+    p->qtail = w;
+}
+
+static struct waiter *dequeue(llll_pool *p)
+{
+    struct waiter *w = p->qhead;
+    if (w) {
+        p->qhead = w->next;
+        if (!p->qhead)
+            p->qtail = NULL;
+    }
+    return w;
+}
+
+static void unqueue(llll_pool *p, struct waiter *w)
+{
+    struct waiter **pp = &p->qhead, *prev = NULL;
+    while (*pp && *pp != w) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (*pp) {
+        *pp = w->next;
+        if (p->qtail == w)
+            p->qtail = prev;
+    }
+}
+
+/* A slot became DEAD: the oldest waiter looks again (it may replace it, or
+ * learn that no worker is left). Lock held. */
+static void kick(llll_pool *p)
+{
+    struct waiter *w = dequeue(p);
+    if (w) {
+        w->state = W_RETRY;
+        sem_post(&w->wake);
+    }
+}
+
+/* The owner of slot i (with a live worker) lets it go: to the oldest waiter,
+ * or IDLE. Lock held. */
+static void release(llll_pool *p, int i)
+{
+    struct waiter *w = p->closing ? NULL : dequeue(p);
+    if (w) {
+        w->slot = i;
+        w->state = W_GRANTED;
+        sem_post(&w->wake);
+    } else {
+        p->slots[i].state = SLOT_IDLE;
+    }
+}
+
+/* Gives slot i, owned by the caller, a new worker; called and returns with
+ * the lock held, drops it meanwhile. 0: the slot is owned (BUSY) with a live
+ * worker; else the slot is DEAD and no longer the caller's. */
+static int respawn(llll_pool *p, int i)
 {
     struct slot *s = &p->slots[i];
     s->state = SLOT_SPAWNING;
     unlock(p);
     llll_instance *in;
-    int rc = spawn(p, &in);
+    int rc = launch_worker(p, &in);
     lock(p);
     if (rc == 0) {
         s->in = in;   /* visible to llll_pool_free, which may shut it down */
         s->ch = llll_instance_channel(in);
+        s->next_id = 0;
         rc = p->closing ? -ECANCELED : 0;
         unlock(p);
         if (rc == 0)
-            rc = await_hello(in, p->start_timeout_ms);
-        if (rc == 0)
-            llll_sbc_set_max_frame(s->ch, p->max_frame + 1);
+            rc = await_hello(p, in, p->start_timeout_ms);
         lock(p);
         if (rc) {
             s->in = NULL;
@@ -202,25 +494,27 @@ static int respawn(llll_pool *p, int i, bool give_back)
         }
     }
     if (rc == 0) {
-        atomic_fetch_add_explicit(&p->respawns, 1, memory_order_relaxed);
+        bump(&p->respawns, 1);
         atomic_fetch_add_explicit(&p->nlive, 1, memory_order_relaxed);
-        s->state = give_back ? SLOT_IDLE : SLOT_BUSY;
+        s->state = SLOT_BUSY;
     } else {
         s->state = SLOT_DEAD;
+        kick(p);
     }
-    if (p->nwait && (rc || give_back))
-        pthread_cond_broadcast(&p->idle_cv);
     return rc;
 }
 
 /* Kills and reaps the worker of slot i (owned by the caller), then replaces
- * it unless the pool says not to. Lock held on entry and exit. */
-static void retire(llll_pool *p, int i)
+ * it unless the pool says not to. Lock held on entry and exit. 0: the slot
+ * is still the caller's, with a new worker; else it is DEAD. */
+static int retire(llll_pool *p, int i)
 {
     struct slot *s = &p->slots[i];
     llll_instance *in = s->in;
     s->in = NULL;
     s->ch = NULL;
+    s->deadline = 0;
+    s->expired = false;
     s->state = SLOT_SPAWNING;   /* still ours */
     atomic_fetch_sub_explicit(&p->nlive, 1, memory_order_relaxed);
     unlock(p);
@@ -228,31 +522,33 @@ static void retire(llll_pool *p, int i)
     lock(p);
     if (p->no_respawn || p->closing) {
         s->state = SLOT_DEAD;
-        if (p->nwait)
-            pthread_cond_broadcast(&p->idle_cv);
-    } else {
-        respawn(p, i, true);
+        kick(p);
+        return p->closing ? -ECANCELED : -ECHILD;
     }
+    return respawn(p, i);
 }
 
-/* Takes a worker for a call: 0 with *slot BUSY and owned, or an error. Lock
- * held on entry and exit. */
-static int acquire(llll_pool *p, int *slot)
+/* Takes a worker: 0 with *slot owned, 1 when another thread ran the call
+ * (w->rc; the lock is then not held, and the call left the pool), or an
+ * error. Lock held on entry and (but for 1) on exit. */
+static int acquire(llll_pool *p, struct waiter *w, int *slot)
 {
     for (;;) {
         if (p->closing)
             return -ECANCELED;
-        int h = hint.pool_id == p->id ? hint.slot : -1;
-        if (h >= 0 && p->slots[h].state == SLOT_IDLE) {
-            p->slots[h].state = SLOT_BUSY;
-            *slot = h;
-            return 0;
+        if (!p->qhead) {
+            int h = hint.pool_id == p->id ? hint.slot : -1;
+            if (h >= 0 && h < p->n && p->slots[h].state == SLOT_IDLE) {
+                p->slots[h].state = SLOT_BUSY;
+                *slot = h;
+                return 0;
+            }
         }
         int dead = -1, alive = 0;
         for (int k = 0; k < p->n; k++) {
             int i = (p->cursor + k) % p->n;
             enum slot_state st = p->slots[i].state;
-            if (st == SLOT_IDLE) {
+            if (st == SLOT_IDLE && !p->qhead) {
                 p->cursor = (i + 1) % p->n;
                 p->slots[i].state = SLOT_BUSY;
                 *slot = i;
@@ -264,46 +560,424 @@ static int acquire(llll_pool *p, int *slot)
                 alive++;
         }
         if (dead >= 0 && !p->no_respawn) {
-            int rc = respawn(p, dead, false);
+            int rc = respawn(p, dead);
             if (rc == 0)
                 *slot = dead;
             return rc;
         }
         if (alive == 0)
             return -ECHILD;
-        p->nwait++;
-        pthread_cond_wait(&p->idle_cv, &p->mu);
-        p->nwait--;
+        /* Sleep without the lock: a thread that runs our call for us
+         * posts when it is done, and we return without taking the lock (it
+         * left the pool for us), so a finished call costs one wake-up. */
+        enqueue(p, w);
+        for (;;) {
+            unlock(p);
+            while (sem_wait(&w->wake) < 0 && errno == EINTR) {
+            }
+            if (w->state == W_DONE)
+                return 1;
+            lock(p);
+            if (w->state == W_GRANTED) {
+                *slot = w->slot;
+                return 0;
+            }
+            if (w->state == W_RETRY)
+                break;
+            if (w->state == W_WAITING && p->closing) {
+                unqueue(p, w);
+                return -ECANCELED;
+            }
+        }
     }
 }
 
-/* One request and its reply on ch. *sent tells whether the worker may have
- * run fn on the request (false: it never got it whole, so it may go to
- * another worker). */
-static int exchange(llll_pool *p, llll_sbc *ch, const void *arg, size_t len, llll_buf *result, bool *sent)
+/* Sets the deadline of slot i: call_timeout_ms from now, plus extra_ms (the
+ * time a batch's other items are expected to take). Lock held. */
+static void arm(llll_pool *p, int i, int64_t extra_ms)
 {
-    *sent = false;
-    int rc = llll_sbc_send(ch, arg, len);
-    if (rc)
-        return rc;
-    *sent = true;
-    rc = llll_sbc_recv(ch, result, p->call_timeout_ms);
-    if (rc == -ECONNRESET) {
-        /* A unix stream socket reads ECONNRESET only when the peer closed
-         * with data unread: the worker died before it read this request
-         * whole, so fn never ran on it (one that died in fn, having read
-         * it, gives LLLL_EOF here). */
-        *sent = false;
+    if (p->call_timeout_ms < 0)
+        return;
+    int64_t d = now_ms() + p->call_timeout_ms + extra_ms;
+    p->slots[i].deadline = d;
+    if (p->wd_waiting || d < p->wd_next)
+        pthread_cond_signal(&p->wd_cv);
+}
+
+/* Clears the deadline; true when the watchdog killed the worker. Lock held. */
+static bool disarm(llll_pool *p, int i)
+{
+    bool expired = p->slots[i].expired;
+    p->slots[i].deadline = 0;
+    p->slots[i].expired = false;
+    return expired;
+}
+
+/* Kills every worker past its deadline, so that whatever its owner waits for
+ * (a send to a worker that does not read, or a reply) ends. */
+static void *watchdog(void *arg)
+{
+    llll_pool *p = arg;
+    lock(p);
+    while (!p->closing) {
+        int64_t now = now_ms(), next = 0;
+        for (int i = 0; i < p->n; i++) {
+            struct slot *s = &p->slots[i];
+            if (!s->deadline)
+                continue;
+            if (s->deadline <= now && s->in) {
+                llll_instance_kill(s->in, SIGKILL);
+                s->expired = true;
+                s->deadline = 0;
+            } else if (!next || s->deadline < next) {
+                next = s->deadline;
+            }
+        }
+        p->wd_next = next;
+        if (!next) {
+            p->wd_waiting = true;
+            pthread_cond_wait(&p->wd_cv, &p->mu);
+            p->wd_waiting = false;
+        } else {
+            struct timespec ts = { .tv_sec = next / 1000, .tv_nsec = (long)(next % 1000) * 1000000L };
+            pthread_cond_timedwait(&p->wd_cv, &p->mu, &ts);
+        }
     }
-    if (rc)
+    unlock(p);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ calls */
+
+/* How an exchange with a worker ended. */
+enum fate {
+    FT_OK,        /* the worker answered: rc is 0, -EREMOTEIO or -EMSGSIZE */
+    FT_LOCAL,     /* nothing was sent (-ENOMEM here): the worker is fine */
+    FT_UNSENT,    /* the worker died before it read the request */
+    FT_DIED,      /* the worker died, or was killed, after it read it */
+    FT_BAD,       /* a malformed or mismatched reply: -EPROTO */
+    FT_MIDFRAME   /* a failure here (-ENOMEM, -EMSGSIZE) left a reply half read */
+};
+
+#define AGAIN 1  /* call_on: the worker died unread and its slot is gone: take another */
+
+/* The fate of a failed send or receive on a worker's channel. */
+static enum fate io_fate(int rc)
+{
+    /* A unix stream socket reads ECONNRESET only when the peer closed with
+     * data unread: the worker died before it read our request whole, so fn
+     * never ran on it (one that died in fn, having read it, gives EOF). */
+    if (rc == -ECONNRESET)
+        return FT_UNSENT;
+    if (rc == -ENOMEM || rc == -EMSGSIZE)
+        return FT_MIDFRAME;
+    return FT_DIED;
+}
+
+/* Puts a request frame's head into f. */
+static void put_request_head(unsigned char *f, uint32_t id, size_t limit, uint32_t count)
+{
+    put32(f, id);
+    put32(f + 4, (uint32_t)limit);
+    put32(f + 8, count);
+}
+
+/* Reads the tail of a reply frame of len bytes: its id, first and count. */
+static bool reply_tail(const unsigned char *f, size_t len, uint32_t *id, uint32_t *first, uint32_t *count)
+{
+    if (len < REPLY_TAIL)
+        return false;
+    *id = get32(f + len - 12);
+    *first = get32(f + len - 8);
+    *count = get32(f + len - 4);
+    return *count > 0;
+}
+
+/* Reads the result that ends at *end (moved to its start): its status as a
+ * return code, *off and *len. false when it does not parse. */
+static bool result_before(const llll_pool *p, const unsigned char *f, size_t *end, int *rc, size_t *off, uint32_t *len)
+{
+    if (*end < RESULT_TAIL)
+        return false;
+    uint32_t n = get32(f + *end - 4);
+    unsigned status = f[*end - 5];
+    if (status > 2 || n > *end - RESULT_TAIL || n > p->max_frame || (status == 2 && n))
+        return false;
+    *rc = status == 0 ? 0 : status == 1 ? -EREMOTEIO : -EMSGSIZE;
+    *len = n;
+    *off = *end - RESULT_TAIL - n;
+    *end = *off;
+    return true;
+}
+
+/* One call's request and reply on slot s, whose owner we are. */
+static int exchange(llll_pool *p, struct slot *s, const void *arg, size_t len, llll_buf *result, enum fate *fate)
+{
+    *fate = FT_LOCAL;
+    if (llll_buf_reserve(&s->tx, REQ_HEAD + ARG_HEAD + len) < 0)
+        return -ENOMEM;
+    unsigned char *f = s->tx.data;
+    uint32_t id = ++s->next_id;
+    put_request_head(f, id, p->reply_limit, 1);
+    put32(f + REQ_HEAD, (uint32_t)len);
+    if (len)
+        memcpy(f + REQ_HEAD + ARG_HEAD, arg, len);
+    s->tx.len = REQ_HEAD + ARG_HEAD + len;
+    int rc = llll_sbc_send(s->ch, s->tx.data, s->tx.len);
+    if (rc) {
+        *fate = FT_UNSENT;
         return rc;
-    if (result->len == 0)
+    }
+    rc = llll_sbc_recv(s->ch, result, -1);
+    if (rc) {
+        *fate = io_fate(rc);
+        return rc;
+    }
+    *fate = FT_BAD;
+    uint32_t rid, first, count, rlen;
+    size_t end = result->len - (result->len >= REPLY_TAIL ? REPLY_TAIL : 0), off;
+    if (!reply_tail(result->data, result->len, &rid, &first, &count) || rid != id || first || count != 1 ||
+        !result_before(p, result->data, &end, &rc, &off, &rlen) || off != 0)
         return -EPROTO;
-    result->len--;
-    unsigned char status = ((unsigned char *)result->data)[result->len];
-    if (status > 1)
-        return -EPROTO;
-    return status ? -EREMOTEIO : 0;
+    *fate = FT_OK;
+    result->len = rc == -EMSGSIZE ? 0 : rlen;
+    return rc;
+}
+
+/* Runs one call on slot i, which the caller owns; lock held on entry and
+ * exit (dropped meanwhile). Returns its outcome, or AGAIN; *owned tells
+ * whether slot i is still the caller's, with a live worker. A request that
+ * its worker never read goes to the worker's replacement. */
+static int call_on(llll_pool *p, int i, const void *arg, size_t len, llll_buf *result, bool *owned)
+{
+    *owned = true;
+    for (int attempt = 1;; attempt++) {
+        struct slot *s = &p->slots[i];
+        arm(p, i, 0);
+        unlock(p);
+        enum fate fate;
+        int rc = exchange(p, s, arg, len, result, &fate);
+        lock(p);
+        bool expired = disarm(p, i);
+        if (fate == FT_OK) {
+            bump(&p->calls, 1);
+            if (rc == -EREMOTEIO)
+                bump(&p->failures, 1);
+            if (expired)   /* killed as it answered: the answer stands */
+                *owned = retire(p, i) == 0;
+            return rc;
+        }
+        result->len = 0;
+        if (p->closing)
+            return -ECANCELED;   /* free reaps the worker itself */
+        if (fate == FT_LOCAL)
+            return rc;
+        if (expired) {
+            bump(&p->timeouts, 1);
+            *owned = retire(p, i) == 0;
+            return -ETIMEDOUT;
+        }
+        if (fate == FT_BAD)
+            bump(&p->protocol_errors, 1);
+        if (fate == FT_BAD || fate == FT_MIDFRAME) {
+            *owned = retire(p, i) == 0;
+            return rc;
+        }
+        bool again = fate == FT_UNSENT && attempt < SEND_ATTEMPTS;
+        *owned = retire(p, i) == 0;
+        if (again && *owned)
+            continue;
+        if (again)
+            return AGAIN;
+        bump(&p->crashes, 1);
+        return -ECONNRESET;
+    }
+}
+
+/* A call or map leaves the pool. Lock held. */
+static void leave(llll_pool *p)
+{
+    if (--p->inside == 0 && p->closing)
+        pthread_cond_broadcast(&p->drain_cv);
+}
+
+/* The owner of slot i runs calls waiting in the queue, oldest first, up to
+ * DELEGATE_MAX, waking each caller with its outcome, then lets the slot go
+ * (to the next waiter). Lock held. */
+/* Ends queued call w with rc and wakes its caller; the caller's own call
+ * (self) only gets its rc. Lock held. */
+static void finish_call(llll_pool *p, struct waiter *w, int rc, const struct waiter *self)
+{
+    w->rc = rc;
+    if (w == self)
+        return;
+    if (rc != AGAIN)
+        leave(p);   /* for its caller, which returns without the lock */
+    w->state = rc == AGAIN ? W_RETRY : W_DONE;
+    sem_post(&w->wake);
+}
+
+/* Runs the m calls ws[] together on slot i, owned by the caller: one
+ * request frame, their results copied to their callers. ws[0] may be the
+ * caller's own call (self), which is not posted. When the worker fails, the
+ * calls it did not answer go back to the front of the queue, each to run
+ * alone (so only a call that kills a worker alone fails for it); self then
+ * gets AGAIN. Lock held on entry and exit. Returns whether slot i is still
+ * the caller's. */
+static bool combine_on(llll_pool *p, int i, struct waiter **ws, uint32_t m, struct waiter *self)
+{
+    struct slot *s = &p->slots[i];
+    size_t need = REQ_HEAD;
+    for (uint32_t k = 0; k < m; k++)
+        need += ARG_HEAD + ws[k]->len;
+    if (llll_buf_reserve(&s->tx, need) < 0) {
+        for (uint32_t k = 0; k < m; k++)
+            finish_call(p, ws[k], -ENOMEM, self);
+        return true;
+    }
+    unsigned char *f = s->tx.data;
+    uint32_t id = ++s->next_id;
+    put_request_head(f, id, p->reply_limit, m);
+    size_t pos = REQ_HEAD;
+    for (uint32_t k = 0; k < m; k++) {
+        ws[k]->result->len = 0;
+        put32(f + pos, (uint32_t)ws[k]->len);
+        if (ws[k]->len)
+            memcpy(f + pos + ARG_HEAD, ws[k]->arg, ws[k]->len);
+        pos += ARG_HEAD + ws[k]->len;
+    }
+    s->tx.len = pos;
+    arm(p, i, 0);   /* only without call_timeout_ms are calls run together */
+    unlock(p);
+    uint32_t got = 0, failures = 0;
+    enum fate fate = FT_UNSENT;
+    int rc = llll_sbc_send(s->ch, s->tx.data, s->tx.len);
+    while (rc == 0 && got < m) {
+        fate = FT_DIED;
+        rc = llll_sbc_recv(s->ch, &s->rx, -1);
+        if (rc) {
+            fate = io_fate(rc);
+            break;
+        }
+        uint32_t rid, first, count, len;
+        size_t end = s->rx.len - (s->rx.len >= REPLY_TAIL ? REPLY_TAIL : 0), off;
+        fate = FT_BAD;
+        rc = -EPROTO;
+        if (!reply_tail(s->rx.data, s->rx.len, &rid, &first, &count) || rid != id || first != got ||
+            count > m - got)
+            break;
+        /* Results are read from the end: check them all before using any. */
+        size_t e = end;
+        int item_rc;
+        uint32_t j;
+        for (j = 0; j < count && result_before(p, s->rx.data, &e, &item_rc, &off, &len); j++) {
+        }
+        if (j < count || e != 0)
+            break;
+        for (j = count; j-- > 0;) {
+            result_before(p, s->rx.data, &end, &item_rc, &off, &len);
+            struct waiter *w = ws[first + j];
+            if (item_rc != -EMSGSIZE && llll_buf_set(w->result, (char *)s->rx.data + off, len) < 0)
+                item_rc = -ENOMEM;
+            w->rc = item_rc;
+            failures += item_rc == -EREMOTEIO;
+        }
+        got += count;
+        rc = 0;
+        fate = FT_OK;
+    }
+    lock(p);
+    bool expired = disarm(p, i);
+    bump(&p->calls, got);
+    bump(&p->failures, failures);
+    for (uint32_t k = 0; k < got; k++)
+        finish_call(p, ws[k], ws[k]->rc, self);
+    if (got == m) {
+        if (expired)
+            return retire(p, i) == 0;
+        return true;
+    }
+    if (p->closing) {
+        for (uint32_t k = got; k < m; k++)
+            finish_call(p, ws[k], -ECANCELED, self);
+        return true;
+    }
+    if (fate == FT_BAD)
+        bump(&p->protocol_errors, 1);
+    if (fate == FT_BAD || (fate == FT_MIDFRAME && !expired)) {
+        for (uint32_t k = got; k < m; k++)
+            finish_call(p, ws[k], rc, self);
+    } else {
+        for (uint32_t k = m; k-- > got;) {
+            if (ws[k] == self) {
+                self->rc = AGAIN;
+                continue;
+            }
+            ws[k]->alone = true;
+            ws[k]->state = W_WAITING;
+            ws[k]->next = p->qhead;
+            p->qhead = ws[k];
+            if (!p->qtail)
+                p->qtail = ws[k];
+        }
+    }
+    return retire(p, i) == 0;
+}
+
+/* The owner of slot i runs calls waiting in the queue, oldest first (up to
+ * COMBINE_MAX of them in one frame, DELEGATE_MAX frames), waking each caller
+ * with its outcome, then lets the slot go (to the next waiter). Lock held. */
+static void serve_queue_and_release(llll_pool *p, int i)
+{
+    struct waiter *ws[COMBINE_MAX];
+    for (int k = 0; k < DELEGATE_MAX && !p->closing && p->qhead && p->qhead->is_call; k++) {
+        uint32_t m = 0;
+        if (!p->qhead->alone && p->call_timeout_ms < 0) {
+            size_t bytes = 0;
+            while (m < COMBINE_MAX && p->qhead && p->qhead->is_call && !p->qhead->alone &&
+                   (m == 0 || bytes + p->qhead->len <= BATCH_BYTES)) {
+                bytes += p->qhead->len;
+                ws[m] = dequeue(p);
+                ws[m++]->state = W_RUNNING;
+            }
+        }
+        bool owned;
+        if (m > 1) {
+            owned = combine_on(p, i, ws, m, NULL);
+        } else {
+            struct waiter *w = m ? ws[0] : dequeue(p);
+            if (!w)
+                break;
+            w->state = W_RUNNING;
+            finish_call(p, w, call_on(p, i, w->arg, w->len, w->result, &owned), NULL);
+        }
+        if (!owned)
+            return;
+    }
+    release(p, i);
+}
+
+/* Runs the caller's own call w on slot i, which it owns: with the calls
+ * waiting in the queue in one frame, if there are any (a frame's round trip
+ * then serves them all), else alone. Lock held. Returns as call_on. */
+static int run_own(llll_pool *p, int i, struct waiter *w, bool *owned)
+{
+    struct waiter *ws[COMBINE_MAX];
+    uint32_t m = 0;
+    size_t bytes = w->len;
+    ws[m++] = w;
+    while (m < COMBINE_MAX && p->call_timeout_ms < 0 && !p->closing && p->qhead && p->qhead->is_call && !p->qhead->alone &&
+           bytes + p->qhead->len <= BATCH_BYTES) {
+        bytes += p->qhead->len;
+        ws[m] = dequeue(p);
+        ws[m++]->state = W_RUNNING;
+    }
+    if (m == 1)
+        return call_on(p, i, w->arg, w->len, w->result, owned);
+    *owned = combine_on(p, i, ws, m, w);
+    if (w->rc != AGAIN || !*owned)
+        return w->rc;
+    return call_on(p, i, w->arg, w->len, w->result, owned);   /* alone, now */
 }
 
 int llll_pool_call(llll_pool *p, const void *arg, size_t len, llll_buf *result)
@@ -313,69 +987,753 @@ int llll_pool_call(llll_pool *p, const void *arg, size_t len, llll_buf *result)
     result->len = 0;
     if (len > p->max_frame)
         return -EMSGSIZE;
+    struct waiter w = { .is_call = true, .arg = arg, .len = len, .result = result };
+    sem_init(&w.wake, 0, 0);
     lock(p);
-    if (p->closing) {
-        unlock(p);
-        return -ECANCELED;
+    int rc = -ECANCELED, i;
+    if (!p->closing) {
+        p->inside++;
+        for (;;) {
+            rc = acquire(p, &w, &i);
+            if (rc == 1) {   /* run by another thread; we are out of the pool */
+                sem_destroy(&w.wake);
+                return w.rc;
+            }
+            if (rc) {
+                /* A replacement cut short by free fails with the error it met
+                 * (EOF on the shut channel...): the caller is owed -ECANCELED. */
+                if (p->closing)
+                    rc = -ECANCELED;
+                break;
+            }
+            bool owned;
+            rc = run_own(p, i, &w, &owned);
+            if (rc == AGAIN)
+                continue;
+            if (owned) {
+                hint.pool_id = p->id;
+                hint.slot = i;
+                serve_queue_and_release(p, i);
+            }
+            break;
+        }
+        leave(p);
     }
-    p->inside++;
-    int rc, i;
-    for (int attempt = 1;; attempt++) {
-        rc = acquire(p, &i);
-        if (rc) {
-            /* A replacement cut short by free fails with the error it met
-             * (EOF on the shut channel...): the caller is owed -ECANCELED. */
-            if (p->closing)
-                rc = -ECANCELED;
-            break;
-        }
-        llll_sbc *ch = p->slots[i].ch;
-        unlock(p);
-        bool sent;
-        rc = exchange(p, ch, arg, len, result, &sent);
-        lock(p);
-        hint.pool_id = p->id;
-        hint.slot = i;
-        if (rc == 0 || rc == -EREMOTEIO) {
-            atomic_fetch_add_explicit(&p->calls, 1, memory_order_relaxed);
-            if (rc)
-                atomic_fetch_add_explicit(&p->failures, 1, memory_order_relaxed);
-            p->slots[i].state = SLOT_IDLE;
-            if (p->nwait)
-                pthread_cond_signal(&p->idle_cv);
-            break;
-        }
-        result->len = 0;
-        if (p->closing) {
-            /* free shut the channel down; it reaps the worker itself */
-            p->slots[i].state = SLOT_IDLE;
-            rc = -ECANCELED;
-            break;
-        }
-        if (!sent && rc == -EMSGSIZE) {   /* nothing was sent: the worker is fine */
-            p->slots[i].state = SLOT_IDLE;
-            if (p->nwait)
-                pthread_cond_signal(&p->idle_cv);
-            break;
-        }
-        retire(p, i);
-        if (!sent && attempt < SEND_ATTEMPTS)
-            continue;   /* it died before taking the request: try another */
-        if (rc == -ETIMEDOUT || rc == -EAGAIN) {
-            atomic_fetch_add_explicit(&p->timeouts, 1, memory_order_relaxed);
-            rc = -ETIMEDOUT;
-        } else if (rc != -EMSGSIZE) {
-            atomic_fetch_add_explicit(&p->crashes, 1, memory_order_relaxed);
-            rc = -ECONNRESET;
-        }
-        break;
-    }
-    if (--p->inside == 0 && p->closing)
-        pthread_cond_broadcast(&p->drain_cv);
     unlock(p);
+    sem_destroy(&w.wake);
     return rc;
 }
 
+/* ------------------------------------------------------------------ maps */
+
+/*
+ * The calling thread (the map's thread) fetches arguments in index order into
+ * batches, hands them to one pump thread per worker it holds, and delivers
+ * the results in index order. A pump sends batches to its worker (up to two
+ * in flight while they are small, so the worker never waits for a round
+ * trip) and files the replies into their batches. Everything below is
+ * guarded by the pool's mutex.
+ */
+
+struct outcome {
+    int rc;
+    uint32_t len;
+    size_t off;                  /* in the batch's res */
+};
+
+struct batch {
+    struct batch *next;          /* in the send queue, or in flight on a pump */
+    struct batch *wnext;         /* in the window, by index */
+    struct batch *all;           /* every batch of the map, to free them */
+    struct batch *parent;        /* a retry: the batch its item belongs to */
+    uint32_t pidx;               /* a retry: the item's index in parent */
+    size_t first;                /* index of the first item */
+    uint32_t n, got;             /* items; items with an outcome */
+    uint32_t id;                 /* request id while in flight */
+    int attempts;                /* a retry: workers that died before reading it */
+    bool retry, done;
+    int64_t t_head;              /* ns: since when it is the oldest in flight */
+    llll_buf req;                /* the request frame, kept for retries */
+    llll_buf res;                /* result bytes */
+    struct outcome *out;         /* n of them */
+    size_t out_cap;
+};
+
+struct map;
+
+struct pump {
+    struct map *m;
+    struct pump *next;
+    pthread_t th;
+    int slot;                    /* -1: its worker died and was not replaced */
+    struct batch *head, *tail;   /* in flight, oldest first */
+    int nflight;
+    size_t flight_bytes;
+    bool leave;                  /* send nothing more; let the worker go once drained */
+    bool exited;
+    llll_buf rx;
+};
+
+struct map {
+    llll_pool *p;
+    pthread_cond_t cv;           /* the map's thread waits here */
+    struct batch *sq_head, *sq_tail;  /* to send, retries first */
+    size_t sq_len;
+    struct batch *w_head, *w_tail;    /* built and not delivered, by index */
+    size_t w_len, w_items;
+    struct batch *all, *free_list;
+    struct pump *pumps;          /* every pump started, to join them */
+    int npumps;                  /* pumps not exited */
+    bool stop;                   /* send nothing more: drain, then end */
+    int error;                   /* a pool-level error, the first one */
+    double cost_ns;              /* per item, smoothed; 0: not known yet */
+    size_t k;                    /* items per batch now */
+    size_t fixed;                /* opts->batch */
+    bool big_pending;            /* the item before next is over max_frame */
+};
+
+static void map_fail(struct map *m, int rc)
+{
+    if (!m->error)
+        m->error = rc;
+    m->stop = true;
+    wake_pumps(m->p);
+    pthread_cond_signal(&m->cv);
+}
+
+/* A batch from the free list, or a new one (NULL: no memory). */
+static struct batch *batch_get(struct map *m)
+{
+    struct batch *b = m->free_list;
+    if (b) {
+        m->free_list = b->next;
+    } else {
+        b = calloc(1, sizeof *b);
+        if (!b)
+            return NULL;
+        b->all = m->all;
+        m->all = b;
+    }
+    b->next = b->wnext = b->parent = NULL;
+    b->n = b->got = 0;
+    b->attempts = 0;
+    b->retry = b->done = false;
+    b->req.len = b->res.len = 0;
+    return b;
+}
+
+static void batch_put(struct map *m, struct batch *b)
+{
+    b->next = m->free_list;
+    m->free_list = b;
+}
+
+static int batch_outs(struct batch *b, size_t n)
+{
+    if (n <= b->out_cap)
+        return 0;
+    struct outcome *o = realloc(b->out, n * sizeof *o);
+    if (!o)
+        return -ENOMEM;
+    b->out = o;
+    b->out_cap = n;
+    return 0;
+}
+
+static void sq_push(struct map *m, struct batch *b, bool front)
+{
+    if (front) {
+        b->next = m->sq_head;
+        m->sq_head = b;
+        if (!m->sq_tail)
+            m->sq_tail = b;
+    } else {
+        b->next = NULL;
+        if (m->sq_tail)
+            m->sq_tail->next = b;
+        else
+            m->sq_head = b;
+        m->sq_tail = b;
+    }
+    m->sq_len++;
+    wake_pumps(m->p);
+}
+
+static struct batch *sq_pop(struct map *m)
+{
+    struct batch *b = m->sq_head;
+    m->sq_head = b->next;
+    if (!m->sq_head)
+        m->sq_tail = NULL;
+    m->sq_len--;
+    b->next = NULL;
+    return b;
+}
+
+/* Records the outcome of item j of b (a retry: of its item in the parent). */
+static void settle(struct map *m, struct batch *b, uint32_t j, int rc, const void *data, uint32_t len)
+{
+    if (b->retry) {
+        struct batch *pb = b->parent;
+        struct outcome *o = &pb->out[b->pidx];
+        o->rc = rc;
+        o->len = 0;
+        o->off = pb->res.len;
+        if (append(&pb->res, data, len) == 0)
+            o->len = len;
+        else
+            map_fail(m, -ENOMEM);
+        b->got = 1;
+        b = pb;
+    } else {
+        b->out[j].rc = rc;
+        b->out[j].len = 0;
+    }
+    if (++b->got == b->n) {
+        b->done = true;
+        pthread_cond_signal(&m->cv);
+    }
+}
+
+/* A batch of item j of b alone, at the front of the send queue. */
+static int queue_retry(struct map *m, struct batch *b, uint32_t j)
+{
+    const unsigned char *f = b->req.data;
+    size_t pos = REQ_HEAD;
+    for (uint32_t k = 0; k < j; k++)
+        pos += ARG_HEAD + get32(f + pos);
+    size_t len = get32(f + pos);
+    struct batch *r = batch_get(m);
+    if (!r || llll_buf_reserve(&r->req, REQ_HEAD + ARG_HEAD + len) < 0) {
+        if (r)
+            batch_put(m, r);
+        return -ENOMEM;
+    }
+    memcpy((char *)r->req.data + REQ_HEAD, f + pos, ARG_HEAD + len);
+    put_request_head(r->req.data, 0, m->p->reply_limit, 1);
+    r->req.len = REQ_HEAD + ARG_HEAD + len;
+    r->retry = true;
+    r->parent = b;
+    r->pidx = j;
+    r->n = 1;
+    r->first = b->first + j;
+    sq_push(m, r, true);
+    return 0;
+}
+
+/* A batch answers within call_timeout_ms plus twice the time its items are
+ * expected to take (from the items seen so far): a hung item holds a worker
+ * for about call_timeout_ms, whatever the batch size; when the expectation
+ * was wrong, the items are retried alone, each within call_timeout_ms. */
+static int64_t batch_extra_ms(const struct map *m, const struct batch *b)
+{
+    return (int64_t)(2.0 * m->cost_ns * b->n / 1e6);
+}
+
+/* Whether pump u may send the batch at the head of the send queue now: a
+ * retry goes to a worker with nothing in flight and nothing follows it;
+ * frames are pipelined only while they are small (so that a worker writing
+ * a large reply never waits for us to read while we wait to write), and not
+ * for items of several milliseconds. */
+static bool can_send(struct map *m, struct pump *u)
+{
+    struct batch *b = m->sq_head;
+    if (m->stop || u->leave || u->slot < 0 || !b)
+        return false;
+    if (u->nflight == 0)
+        return true;
+    bool slow = m->k == 1 && m->cost_ns >= SLOW_ITEM_NS;
+    return !slow && u->nflight < 2 && !b->retry && !u->head->retry &&
+           u->flight_bytes + b->req.len <= PIPE_BYTES;
+}
+
+/* The worker of pump u failed (fate, rc): every item it had not answered is
+ * retried alone, except in a retry, which gets the error. Lock held. */
+static void pump_failed(struct pump *u, enum fate fate, int rc)
+{
+    struct map *m = u->m;
+    llll_pool *p = m->p;
+    bool expired = disarm(p, u->slot);
+    struct batch *list = u->head;
+    u->head = u->tail = NULL;
+    u->nflight = 0;
+    u->flight_bytes = 0;
+    if (p->closing) {
+        map_fail(m, -ECANCELED);
+        return;   /* the worker stays ours until we leave; free reaps it */
+    }
+    int item_rc;   /* what an item that fails here gets */
+    if (expired) {
+        item_rc = -ETIMEDOUT;
+    } else if (fate == FT_BAD) {
+        bump(&p->protocol_errors, 1);
+        item_rc = -EPROTO;
+    } else if (fate == FT_MIDFRAME) {
+        item_rc = rc;
+    } else {
+        item_rc = -ECONNRESET;
+    }
+    if (fate == FT_MIDFRAME && rc == -ENOMEM)
+        map_fail(m, -ENOMEM);
+    if (retire(p, u->slot) != 0)
+        u->slot = -1;
+    /* Retries go to the front in reverse, so they leave in index order. */
+    struct batch *rev = NULL;
+    while (list) {
+        struct batch *b = list;
+        list = b->next;
+        b->next = rev;
+        rev = b;
+    }
+    while (rev) {
+        struct batch *b = rev;
+        rev = b->next;
+        if (m->stop) {
+            if (b->retry)
+                batch_put(m, b);
+            continue;
+        }
+        if (b->retry) {
+            if (item_rc == -ECONNRESET && fate == FT_UNSENT && ++b->attempts < SEND_ATTEMPTS) {
+                sq_push(m, b, true);
+                continue;
+            }
+            if (item_rc == -ETIMEDOUT)
+                bump(&p->timeouts, 1);
+            else if (item_rc == -ECONNRESET)
+                bump(&p->crashes, 1);
+            settle(m, b, 0, item_rc, NULL, 0);
+            batch_put(m, b);
+        } else if (item_rc == -EPROTO || fate == FT_MIDFRAME) {
+            while (b->got < b->n)
+                settle(m, b, b->got, item_rc, NULL, 0);
+        } else {
+            for (uint32_t j = b->n; j-- > b->got;)
+                if (queue_retry(m, b, j) < 0)
+                    map_fail(m, -ENOMEM);
+        }
+    }
+    pthread_cond_signal(&m->cv);
+}
+
+/* Files the reply in u->rx into the oldest batch in flight. Lock held. */
+static void take_reply(struct pump *u)
+{
+    struct map *m = u->m;
+    llll_pool *p = m->p;
+    struct batch *b = u->head;
+    const unsigned char *f = u->rx.data;
+    uint32_t id, first, count;
+    if (!reply_tail(f, u->rx.len, &id, &first, &count) || id != b->id || first != b->got ||
+        count > b->n - b->got) {
+        pump_failed(u, FT_BAD, -EPROTO);
+        return;
+    }
+    size_t end = u->rx.len - REPLY_TAIL;
+    uint32_t failures = 0;
+    if (b->retry) {
+        int rc;
+        size_t off;
+        uint32_t len;
+        if (!result_before(p, f, &end, &rc, &off, &len) || end != 0) {
+            pump_failed(u, FT_BAD, -EPROTO);
+            return;
+        }
+        failures = rc == -EREMOTEIO;
+        settle(m, b, 0, rc, f + off, len);
+    } else {
+        for (uint32_t j = count; j-- > 0;) {
+            struct outcome *o = &b->out[first + j];
+            uint32_t len;
+            if (!result_before(p, f, &end, &o->rc, &o->off, &len)) {
+                pump_failed(u, FT_BAD, -EPROTO);
+                return;
+            }
+            o->len = len;
+            failures += o->rc == -EREMOTEIO;
+        }
+        if (end != 0) {
+            pump_failed(u, FT_BAD, -EPROTO);
+            return;
+        }
+        if (b->res.len == 0) {   /* the usual case: the reply becomes the results */
+            llll_buf t = b->res;
+            b->res = u->rx;
+            u->rx = t;
+        } else {
+            size_t base = b->res.len;
+            if (append(&b->res, f, u->rx.len - REPLY_TAIL) < 0) {
+                pump_failed(u, FT_MIDFRAME, -ENOMEM);
+                return;
+            }
+            for (uint32_t j = 0; j < count; j++)
+                b->out[first + j].off += base;
+        }
+        b->got += count;
+        if (b->got == b->n) {
+            b->done = true;
+            pthread_cond_signal(&m->cv);
+        }
+    }
+    bump(&p->calls, count);
+    bump(&p->failures, failures);
+    if (b->got < b->n)
+        return;
+    /* b is complete: the next one in flight is now the oldest. */
+    u->head = b->next;
+    if (!u->head)
+        u->tail = NULL;
+    u->nflight--;
+    u->flight_bytes -= b->req.len;
+    int64_t t = now_ns();
+    /* Per item: smoothed while items get cheaper, at once when dearer, so
+     * that a run of slow items shrinks the batches right away. */
+    double c = (double)(t - b->t_head) / b->n;
+    m->cost_ns = m->cost_ns > 0 && c < m->cost_ns ? (m->cost_ns + c) / 2 : c;
+    if (!m->fixed) {
+        double want = BATCH_TARGET_NS / (m->cost_ns > 1 ? m->cost_ns : 1);
+        size_t k = want < 1 ? 1 : want > BATCH_MAX ? BATCH_MAX : (size_t)want;
+        m->k = k > m->k * 2 ? m->k * 2 : k;
+    }
+    if (b->retry)
+        batch_put(m, b);
+    if (u->head) {
+        u->head->t_head = t;
+        arm(p, u->slot, batch_extra_ms(m, u->head));
+    } else {
+        disarm(p, u->slot);
+    }
+}
+
+/* A pump: drives one worker for the map until the map ends or lets it go. */
+static void *pump_main(void *arg)
+{
+    struct pump *u = arg;
+    struct map *m = u->m;
+    llll_pool *p = m->p;
+    lock(p);
+    for (;;) {
+        if (can_send(m, u)) {
+            struct batch *b = sq_pop(m);
+            pthread_cond_signal(&m->cv);   /* room for another batch */
+            struct slot *s = &p->slots[u->slot];
+            b->id = ++s->next_id;
+            put32(b->req.data, b->id);
+            b->next = NULL;
+            if (u->tail)
+                u->tail->next = b;
+            else
+                u->head = b;
+            u->tail = b;
+            u->nflight++;
+            u->flight_bytes += b->req.len;
+            if (u->nflight == 1) {
+                b->t_head = now_ns();
+                arm(p, u->slot, batch_extra_ms(m, b));
+            }
+            llll_sbc *ch = s->ch;
+            unlock(p);
+            int rc = llll_sbc_send(ch, b->req.data, b->req.len);
+            lock(p);
+            if (rc)
+                pump_failed(u, FT_UNSENT, rc);
+            continue;
+        }
+        if (u->nflight) {
+            llll_sbc *ch = p->slots[u->slot].ch;
+            unlock(p);
+            int rc = llll_sbc_recv(ch, &u->rx, -1);
+            lock(p);
+            if (rc)
+                pump_failed(u, io_fate(rc), rc);
+            else
+                take_reply(u);
+            continue;
+        }
+        if (m->stop || u->leave || u->slot < 0)
+            break;
+        /* Idle: a thread waiting for a worker gets this one (it may be
+         * a callback of this very map, calling the pool). */
+        if (p->qhead)
+            break;
+        p->idle_pumps++;
+        pthread_cond_wait(&p->pump_cv, &p->mu);
+        p->idle_pumps--;
+    }
+    if (u->slot >= 0) {
+        disarm(p, u->slot);
+        release(p, u->slot);
+    }
+    u->exited = true;
+    m->npumps--;
+    pthread_cond_signal(&m->cv);
+    unlock(p);
+    return NULL;
+}
+
+/* Starts a pump on slot i, owned by the caller. Lock held. */
+static int pump_start(struct map *m, int i)
+{
+    struct pump *u = calloc(1, sizeof *u);
+    if (!u)
+        return -ENOMEM;
+    u->m = m;
+    u->slot = i;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&u->th, NULL, pump_main, u);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) {
+        free(u);
+        return -rc;
+    }
+    u->next = m->pumps;
+    m->pumps = u;
+    m->npumps++;
+    return 0;
+}
+
+/* An idle worker for a map, without waiting: its slot, or -1. Lock held. */
+static int take_idle(llll_pool *p)
+{
+    if (p->qhead || p->closing)
+        return -1;
+    for (int i = 0; i < p->n; i++) {
+        if (p->slots[i].state == SLOT_IDLE) {
+            p->slots[i].state = SLOT_BUSY;
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* Fetches the arguments of the next batch into b, from *next on. 0, or the
+ * value that ends the input (LLLL_EOF) or stops the map. An argument over
+ * max_frame is never sent: it fails alone with -EMSGSIZE, in a batch of its
+ * own (the next one, when others came before it). Lock not held. */
+static int fill_batch(struct map *m, struct batch *b, size_t n, size_t *next, size_t k,
+                      llll_arg_fn *argfn, void *ctx, llll_buf *arg)
+{
+    llll_pool *p = m->p;
+    if (batch_outs(b, k) < 0 || llll_buf_reserve(&b->req, REQ_HEAD) < 0)
+        return -ENOMEM;
+    if (m->big_pending) {
+        m->big_pending = false;
+        b->first = *next - 1;
+        b->out[0].rc = -EMSGSIZE;
+        b->out[0].len = 0;
+        b->n = b->got = 1;
+        b->done = true;
+        return 0;
+    }
+    b->first = *next;
+    b->req.len = REQ_HEAD;
+    int rc = 0;
+    while (b->n < k && *next < n && b->req.len < BATCH_BYTES) {
+        arg->len = 0;
+        rc = argfn(ctx, *next, arg);
+        if (rc)
+            break;
+        ++*next;
+        if (arg->len > p->max_frame) {
+            m->big_pending = true;
+            if (b->n > 0)
+                break;
+            return fill_batch(m, b, n, next, k, argfn, ctx, arg);
+        }
+        unsigned char *d = room(&b->req, ARG_HEAD + arg->len);
+        if (!d)
+            return -ENOMEM;
+        put32(d, (uint32_t)arg->len);
+        if (arg->len)
+            memcpy(d + ARG_HEAD, arg->data, arg->len);
+        b->req.len += ARG_HEAD + arg->len;
+        b->n++;
+    }
+    put_request_head(b->req.data, 0, p->reply_limit, b->n);
+    return rc;
+}
+
+static void map_stop(struct map *m)
+{
+    m->stop = true;
+    wake_pumps(m->p);
+}
+
+/* Calls result for every item of b, in index order: 0 or its first non-zero
+ * value. Lock not held. */
+static int deliver(const struct batch *b, llll_result_fn *resfn, void *ctx)
+{
+    for (uint32_t j = 0; j < b->n; j++) {
+        const struct outcome *o = &b->out[j];
+        const char *data = o->len ? (const char *)b->res.data + o->off : "";
+        int rc = resfn(ctx, b->first + j, o->rc, data, o->len);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* Lets one of the map's workers go to a thread waiting for one, as long as
+ * the map keeps one. Lock held. */
+static void share(struct map *m)
+{
+    if (!m->p->qhead)
+        return;
+    struct pump *spare = NULL;
+    int active = 0;
+    for (struct pump *u = m->pumps; u; u = u->next) {
+        if (!u->exited && !u->leave && u->slot >= 0) {
+            active++;
+            spare = u;
+        }
+    }
+    if (active >= 2) {
+        spare->leave = true;
+        wake_pumps(m->p);
+    }
+}
+
+/* The map's thread: fetches, hands out and delivers until the end. Returns
+ * the value that stopped it, or 0. Lock held. */
+static int map_loop(struct map *m, size_t n, llll_arg_fn *argfn, llll_result_fn *resfn, void *ctx,
+                    struct waiter *w, llll_buf *arg)
+{
+    llll_pool *p = m->p;
+    size_t next = 0, nw = (size_t)p->n;
+    bool input_done = false;
+    int ret = 0;
+    for (;;) {
+        if (p->closing && !m->stop)
+            map_fail(m, -ECANCELED);
+        if (m->stop)
+            return ret;
+        struct batch *b = m->w_head;
+        if (b && b->done) {
+            m->w_head = b->wnext;
+            if (!m->w_head)
+                m->w_tail = NULL;
+            m->w_len--;
+            m->w_items -= b->n;
+            unlock(p);
+            ret = deliver(b, resfn, ctx);
+            lock(p);
+            batch_put(m, b);
+            if (ret)
+                map_stop(m);
+            continue;
+        }
+        bool more = (!input_done && next < n) || m->big_pending;
+        if (!more && !b)
+            return 0;
+        if (m->npumps == 0) {
+            int i, rc = acquire(p, w, &i);
+            if (rc == 0 && (rc = pump_start(m, i)) != 0)
+                release(p, i);
+            if (rc)
+                map_fail(m, p->closing ? -ECANCELED : rc);
+            continue;
+        }
+        if (more && m->w_len < WINDOW_BATCHES * nw && m->w_items < WINDOW_ITEMS * nw &&
+            m->sq_len <= (size_t)m->npumps) {
+            b = batch_get(m);
+            if (!b) {
+                map_fail(m, -ENOMEM);
+                continue;
+            }
+            size_t k = m->k;
+            if (!m->fixed && n != SIZE_MAX) {
+                /* Near the end, batches small enough for every worker. */
+                size_t g = (n - next) / (2 * (size_t)p->n);
+                k = g < 1 ? 1 : k > g ? g : k;
+            }
+            unlock(p);
+            int rc = fill_batch(m, b, n, &next, k, argfn, ctx, arg);
+            lock(p);
+            if (rc == LLLL_EOF) {
+                input_done = true;
+                rc = 0;
+            }
+            if (b->n == 0) {
+                batch_put(m, b);
+            } else {
+                if (m->w_tail)
+                    m->w_tail->wnext = b;
+                else
+                    m->w_head = b;
+                m->w_tail = b;
+                m->w_len++;
+                m->w_items += b->n;
+                if (!b->done)
+                    sq_push(m, b, false);
+            }
+            if (rc) {
+                ret = rc;
+                map_stop(m);
+            }
+            continue;
+        }
+        if (m->sq_len > 0 && m->npumps < p->n) {
+            int i = take_idle(p);
+            if (i >= 0) {
+                if (pump_start(m, i) == 0)
+                    continue;
+                release(p, i);   /* no thread for it: do with the pumps we have */
+            }
+        }
+        share(m);
+        pthread_cond_wait(&m->cv, &p->mu);
+    }
+}
+
+int llll_pool_map(llll_pool *p, size_t n, llll_arg_fn *argfn, llll_result_fn *resfn, void *ctx,
+                  const llll_pool_map_opts *opts)
+{
+    if (!p || !argfn || !resfn)
+        return -EINVAL;
+    if (n == 0)
+        return 0;
+    struct map m = { .p = p, .k = 1, .fixed = opts ? opts->batch : 0 };
+    if (m.fixed)
+        m.k = m.fixed > BATCH_MAX ? BATCH_MAX : m.fixed;
+    struct waiter w = { .is_call = false };
+    llll_buf arg = LLLL_BUF_INIT;
+    pthread_cond_init(&m.cv, NULL);
+    sem_init(&w.wake, 0, 0);
+    lock(p);
+    int ret = -ECANCELED;
+    if (!p->closing) {
+        p->inside++;
+        ret = map_loop(&m, n, argfn, resfn, ctx, &w, &arg);
+        map_stop(&m);
+        while (m.npumps > 0)
+            pthread_cond_wait(&m.cv, &p->mu);
+        leave(p);
+        if (!ret)
+            ret = m.error;
+    }
+    unlock(p);
+    while (m.pumps) {
+        struct pump *u = m.pumps;
+        m.pumps = u->next;
+        pthread_join(u->th, NULL);
+        llll_buf_free(&u->rx);
+        free(u);
+    }
+    while (m.all) {
+        struct batch *b = m.all;
+        m.all = b->all;
+        llll_buf_free(&b->req);
+        llll_buf_free(&b->res);
+        free(b->out);
+        free(b);
+    }
+    llll_buf_free(&arg);
+    pthread_cond_destroy(&m.cv);
+    sem_destroy(&w.wake);
+    return ret;
+}
 /* ------------------------------------------------------ create and free */
 
 static void free_strv(char **v)
@@ -410,8 +1768,13 @@ static void destroy(llll_pool *p)
     free_strv(p->env_copy);
     free(p->cwd_copy);
     free(p->code_copy);
+    for (int i = 0; p->slots && i < p->n; i++) {
+        llll_buf_free(&p->slots[i].tx);
+        llll_buf_free(&p->slots[i].rx);
+    }
     free(p->slots);
-    pthread_cond_destroy(&p->idle_cv);
+    pthread_cond_destroy(&p->wd_cv);
+    pthread_cond_destroy(&p->pump_cv);
     pthread_cond_destroy(&p->drain_cv);
     pthread_mutex_destroy(&p->mu);
     free(p);
@@ -445,6 +1808,18 @@ static void reap_all(llll_pool *p)
     }
 }
 
+/* Starts the watchdog thread, with every signal blocked. */
+static int watchdog_start(llll_pool *p)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&p->wd, NULL, watchdog, p);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    p->wd_running = rc == 0;
+    return -rc;
+}
+
 static int pool_new(llll_pool **out, const char *const argv[], llll_serve_fn *fn, void *ctx,
                     int nproc, const llll_pool_opts *opts)
 {
@@ -461,18 +1836,24 @@ static int pool_new(llll_pool **out, const char *const argv[], llll_serve_fn *fn
     if (!p)
         return -ENOMEM;
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->idle_cv, NULL);
     pthread_cond_init(&p->drain_cv, NULL);
+    pthread_cond_init(&p->pump_cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);   /* the watchdog's deadlines */
+    pthread_cond_init(&p->wd_cv, &ca);
+    pthread_condattr_destroy(&ca);
     p->id = atomic_fetch_add(&next_pool_id, 1);
     p->n = nproc;
     p->fn = fn;
     p->ctx = ctx;
-    p->call_timeout_ms = opts->call_timeout_ms ? opts->call_timeout_ms : -1;
+    p->call_timeout_ms = opts->call_timeout_ms > 0 ? opts->call_timeout_ms : -1;
     p->start_timeout_ms = opts->start_timeout_ms ? opts->start_timeout_ms : START_TIMEOUT_MS;
     p->no_respawn = opts->no_respawn;
     p->max_frame = opts->max_frame ? opts->max_frame : LLLL_SBC_MAX_FRAME_DEFAULT;
-    if (p->max_frame > FRAME_LIMIT)
-        p->max_frame = FRAME_LIMIT;
+    if (p->max_frame > MAX_FRAME_LIMIT)
+        p->max_frame = MAX_FRAME_LIMIT;
+    p->reply_limit = p->max_frame + RESULT_TAIL + REPLY_TAIL;
     p->iopts = opts->instance;
     bool oom = !(p->slots = calloc((size_t)nproc, sizeof *p->slots));
     if (argv && !oom)
@@ -497,7 +1878,7 @@ static int pool_new(llll_pool **out, const char *const argv[], llll_serve_fn *fn
     /* Start them all, then collect the hellos: they initialise in parallel. */
     int rc = 0;
     for (int i = 0; i < nproc && rc == 0; i++) {
-        rc = spawn(p, &p->slots[i].in);
+        rc = launch_worker(p, &p->slots[i].in);
         if (rc == 0)
             p->slots[i].ch = llll_instance_channel(p->slots[i].in);
     }
@@ -511,12 +1892,10 @@ static int pool_new(llll_pool **out, const char *const argv[], llll_serve_fn *fn
             long spent = (t.tv_sec - t0.tv_sec) * 1000L + (t.tv_nsec - t0.tv_nsec) / 1000000L;
             left = spent >= left ? 0 : left - (int)spent;
         }
-        rc = await_hello(p->slots[i].in, left);
-        if (rc == -EAGAIN)
-            rc = -ETIMEDOUT;
-        if (rc == 0)
-            llll_sbc_set_max_frame(p->slots[i].ch, p->max_frame + 1);
+        rc = await_hello(p, p->slots[i].in, left);
     }
+    if (rc == 0 && p->call_timeout_ms > 0)
+        rc = watchdog_start(p);
     if (rc) {
         for (int i = 0; i < nproc; i++)
             if (p->slots[i].in)
@@ -567,6 +1946,7 @@ void llll_pool_get_stats(const llll_pool *p, llll_pool_stats *out)
     out->crashes = atomic_load_explicit(&p->crashes, memory_order_relaxed);
     out->timeouts = atomic_load_explicit(&p->timeouts, memory_order_relaxed);
     out->respawns = atomic_load_explicit(&p->respawns, memory_order_relaxed);
+    out->protocol_errors = atomic_load_explicit(&p->protocol_errors, memory_order_relaxed);
 }
 
 void llll_pool_free(llll_pool *p)
@@ -575,8 +1955,11 @@ void llll_pool_free(llll_pool *p)
         return;
     lock(p);
     p->closing = true;
-    pthread_cond_broadcast(&p->idle_cv);
-    /* Wake the calls blocked on a worker; the slot stays theirs until they
+    for (struct waiter *w = p->qhead; w; w = w->next)
+        sem_post(&w->wake);
+    wake_pumps(p);
+    pthread_cond_signal(&p->wd_cv);
+    /* Wake the threads blocked on a worker; the slot stays theirs until they
      * notice, so its instance is not freed under them. */
     for (int i = 0; i < p->n; i++)
         if (p->slots[i].state != SLOT_IDLE && p->slots[i].ch)
@@ -584,6 +1967,8 @@ void llll_pool_free(llll_pool *p)
     while (p->inside > 0)
         pthread_cond_wait(&p->drain_cv, &p->mu);
     unlock(p);
+    if (p->wd_running)
+        pthread_join(p->wd, NULL);
     reap_all(p);
     destroy(p);
 }

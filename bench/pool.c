@@ -12,11 +12,26 @@
  *     and the many small n cost less than a round trip (~20-40 us across
  *     CPUs), so fib(34..1) is measured too: work large against the calls.
  *
- * BENCH_SECONDS (default 1) sets the length of one run of (a) and (b). */
+ * (d) llll_pool_map of trivial items (a 4-byte argument, a 4-byte result)
+ *     over 2 forked workers, items/s, against multiprocessing.Pool(2).map at
+ *     chunksize 1, 100, 1000 and 10000 (python3, same run; its best counts),
+ *     and against a hand-written batched ceiling: 2 forked workers over
+ *     socketpairs, batches of 256 items per frame, 2 batches in flight per
+ *     worker, one reply frame per batch. Alternating, median of 5.
+ * (e) fib(n) for n = 1..32 shuffled, through one llll_pool_map on 2 workers,
+ *     against the same in one process: 10 rounds of the 32 in one map, and
+ *     the 32 alone. Alternating, median of 5.
+ * (f) llll_pool_call from 4 and from 8 threads on 2 workers, against 2
+ *     threads, calls/s. Alternating, median of 5.
+ *
+ * BENCH_SECONDS (default 1) sets the length of one run of (a), (b) and (f);
+ * BENCH_PARTS (default "abcdef") the parts to run. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +43,15 @@
 
 #include "llll.h"
 #include "bench.h"
+
+/* Big-endian 32-bit, without <arpa/inet.h>'s htonl. */
+static uint32_t htonl_(uint32_t v)
+{
+    unsigned char b[4] = { (unsigned char)(v >> 24), (unsigned char)(v >> 16), (unsigned char)(v >> 8), (unsigned char)v };
+    uint32_t r;
+    memcpy(&r, b, 4);
+    return r;
+}
 
 #define RUNS 5
 #define THREADS 2
@@ -124,11 +148,11 @@ static void *drive_pool(void *arg)
 }
 
 /* Calls per second of THREADS drivers running fn for `seconds`. */
-static double run_load(void *(*fn)(void *), struct driver *d)
+static double run_load_n(void *(*fn)(void *), struct driver *d, int nthreads)
 {
-    pthread_t th[THREADS];
+    pthread_t th[16];
     double t0 = now();
-    for (int i = 0; i < THREADS; i++) {
+    for (int i = 0; i < nthreads; i++) {
         d[i].until = t0 + seconds;
         d[i].calls = 0;
         if (pthread_create(&th[i], NULL, fn, &d[i])) {
@@ -137,7 +161,7 @@ static double run_load(void *(*fn)(void *), struct driver *d)
         }
     }
     long total = 0;
-    for (int i = 0; i < THREADS; i++) {
+    for (int i = 0; i < nthreads; i++) {
         pthread_join(th[i], NULL);
         if (d[i].rc) {
             fprintf(stderr, "bench/pool: a call failed: %s\n", llll_strerror(d[i].rc));
@@ -146,6 +170,11 @@ static double run_load(void *(*fn)(void *), struct driver *d)
         total += d[i].calls;
     }
     return (double)total / (now() - t0);
+}
+
+static double run_load(void *(*fn)(void *), struct driver *d)
+{
+    return run_load_n(fn, d, THREADS);
 }
 
 static int echo_fn(void *ctx, const void *arg, size_t len, llll_buf *res)
@@ -286,15 +315,382 @@ static int python_rates(double *mp_rate, double *cf_rate)
     return ok ? 0 : -1;
 }
 
+/* ------------------------------------------------- (d) maps of trivial items */
+
+#define MAP_ITEMS 2000000
+#define CEIL_BATCH 256
+
+static int inc_fn(void *ctx, const void *arg, size_t len, llll_buf *res)
+{
+    (void)ctx;
+    uint32_t x;
+    if (len != sizeof x)
+        return 1;
+    memcpy(&x, arg, sizeof x);
+    x++;
+    return llll_buf_set(res, &x, sizeof x) ? 1 : 0;
+}
+
+struct sum { uint64_t sum; size_t bad; };
+
+static int map_arg(void *ctx, size_t i, llll_buf *arg)
+{
+    (void)ctx;
+    uint32_t x = (uint32_t)i;
+    return llll_buf_set(arg, &x, sizeof x);
+}
+
+static int map_result(void *ctx, size_t i, int rc, const void *res, size_t len)
+{
+    struct sum *s = ctx;
+    uint32_t y;
+    if (rc || len != sizeof y || (memcpy(&y, res, sizeof y), y != (uint32_t)i + 1))
+        s->bad++;
+    else
+        s->sum += y;
+    return 0;
+}
+
+static double map_rate(llll_pool *pool, size_t n)
+{
+    struct sum s = { 0, 0 };
+    double t0 = now();
+    int rc = llll_pool_map(pool, n, map_arg, map_result, &s, NULL);
+    double t = now() - t0;
+    if (rc || s.bad) {
+        fprintf(stderr, "bench/pool: map: %s, %zu bad\n", llll_strerror(rc), s.bad);
+        exit(1);
+    }
+    return (double)n / t;
+}
+
+/* Reads whole frames into r (a buffer of cap bytes holding have bytes), at
+ * least one; returns have, or -1 at EOF or error. One read takes whatever
+ * is there, usually every frame that arrived. */
+static ssize_t read_frames(int fd, unsigned char *r, size_t cap, size_t have)
+{
+    for (;;) {
+        if (have >= 4) {
+            size_t len = (size_t)r[0] << 24 | (size_t)r[1] << 16 | (size_t)r[2] << 8 | r[3];
+            if (have >= 4 + len)
+                return (ssize_t)have;
+        }
+        ssize_t n = read(fd, r + have, cap - have);
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR)
+                continue;
+            return -1;
+        }
+        have += (size_t)n;
+    }
+}
+
+/* The ceiling's worker: frames of 4-byte items, each answered x + 1 in one
+ * reply frame per request frame, written as soon as it is done. */
+static void ceil_child(int fd)
+{
+    static unsigned char r[1 << 16];
+    size_t have = 0;
+    for (;;) {
+        ssize_t h = read_frames(fd, r, sizeof r, have);
+        if (h < 0)
+            _exit(0);
+        have = (size_t)h;
+        size_t pos = 0;
+        while (have - pos >= 4) {
+            unsigned char *f = r + pos;
+            size_t len = (size_t)f[0] << 24 | (size_t)f[1] << 16 | (size_t)f[2] << 8 | f[3];
+            if (len > CEIL_BATCH * 4)
+                _exit(1);
+            if (have - pos < 4 + len)
+                break;
+            for (size_t k = 0; k < len / 4; k++) {
+                uint32_t x;
+                memcpy(&x, f + 4 + 4 * k, 4);
+                x++;
+                memcpy(f + 4 + 4 * k, &x, 4);
+            }
+            if (write(fd, f, 4 + len) != (ssize_t)(4 + len))
+                _exit(1);
+            pos += 4 + len;
+        }
+        memmove(r, r + pos, have - pos);
+        have -= pos;
+    }
+}
+
+struct ceil_driver {
+    int fd;
+    size_t from, to;   /* items */
+    uint64_t sum;
+    int rc;
+};
+
+static int ceil_send(int fd, size_t from, size_t n)
+{
+    uint32_t buf[1 + CEIL_BATCH];
+    buf[0] = htonl_((uint32_t)(n * 4));
+    for (size_t k = 0; k < n; k++)
+        buf[1 + k] = (uint32_t)(from + k);
+    return write(fd, buf, 4 + n * 4) == (ssize_t)(4 + n * 4) ? 0 : -1;
+}
+
+/* One thread per worker, 2 batches in flight. */
+static void *ceil_drive(void *arg)
+{
+    struct ceil_driver *d = arg;
+    size_t sent = d->from, got = d->from, have = 0;
+    static _Thread_local unsigned char r[1 << 16];
+    while (got < d->to) {
+        while (sent < d->to && sent - got < 2 * CEIL_BATCH) {
+            size_t n = d->to - sent < CEIL_BATCH ? d->to - sent : CEIL_BATCH;
+            if (ceil_send(d->fd, sent, n)) {
+                d->rc = -EIO;
+                return NULL;
+            }
+            sent += n;
+        }
+        ssize_t h = read_frames(d->fd, r, sizeof r, have);
+        if (h < 0) {
+            d->rc = -EIO;
+            return NULL;
+        }
+        have = (size_t)h;
+        size_t pos = 0;
+        while (have - pos >= 4) {
+            unsigned char *f = r + pos;
+            size_t len = (size_t)f[0] << 24 | (size_t)f[1] << 16 | (size_t)f[2] << 8 | f[3];
+            if (have - pos < 4 + len)
+                break;
+            for (size_t k = 0; k < len / 4; k++) {
+                uint32_t y;
+                memcpy(&y, f + 4 + 4 * k, 4);
+                d->sum += y;
+            }
+            got += len / 4;
+            pos += 4 + len;
+        }
+        memmove(r, r + pos, have - pos);
+        have -= pos;
+    }
+    return NULL;
+}
+
+static double ceil_rate(const int *fds, size_t n)
+{
+    struct ceil_driver d[2] = { { fds[0], 0, n / 2, 0, 0 }, { fds[1], n / 2, n, 0, 0 } };
+    pthread_t th[2];
+    double t0 = now();
+    for (int i = 0; i < 2; i++)
+        if (pthread_create(&th[i], NULL, ceil_drive, &d[i]))
+            exit(1);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    double t = now() - t0;
+    uint64_t want = (uint64_t)n * (n + 1) / 2;
+    if (d[0].rc || d[1].rc || d[0].sum + d[1].sum != want) {
+        fprintf(stderr, "bench/pool: the ceiling went wrong\n");
+        exit(1);
+    }
+    return (double)n / t;
+}
+
+static const char python_map[] =
+    "import multiprocessing as mp, time, sys\n"
+    "def f(x): return x + 1\n"
+    "best = 0\n"
+    "out = []\n"
+    "with mp.Pool(2) as p:\n"
+    "    p.map(f, range(1000))\n"
+    "    for c in (1, 100, 1000, 10000):\n"
+    "        n = 20000 if c == 1 else 400000\n"
+    "        t0 = time.monotonic(); r = p.map(f, range(n), chunksize=c); t = time.monotonic() - t0\n"
+    "        assert r[-1] == n\n"
+    "        out.append(n / t)\n"
+    "print(*out)\n";
+
+static int python_map_rates(double rates[4])
+{
+    char script[] = "/tmp/llll-bench-map-XXXXXX";
+    int fd = mkstemp(script);
+    if (fd < 0)
+        return -1;
+    ssize_t w = write(fd, python_map, sizeof python_map - 1);
+    close(fd);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "python3 %s 2>/dev/null", script);
+    FILE *f = w == (ssize_t)(sizeof python_map - 1) ? popen(cmd, "r") : NULL;
+    int ok = f && fscanf(f, "%lf %lf %lf %lf", &rates[0], &rates[1], &rates[2], &rates[3]) == 4;
+    if (f)
+        pclose(f);
+    unlink(script);
+    return ok ? 0 : -1;
+}
+
+static void bench_maps(void)
+{
+    /* The pool first: its forked workers must not hold the ceiling's fds. */
+    llll_pool *pool;
+    int rc = llll_pool_fork(&pool, inc_fn, NULL, 2, NULL);
+    if (rc) {
+        fprintf(stderr, "bench/pool: llll_pool_fork: %s\n", llll_strerror(rc));
+        exit(1);
+    }
+    int fds[2];
+    pid_t kids[2];
+    for (int i = 0; i < 2; i++) {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+            exit(1);
+        kids[i] = fork();
+        if (kids[i] < 0)
+            exit(1);
+        if (kids[i] == 0) {
+            close(sv[0]);
+            if (i)
+                close(fds[0]);
+            ceil_child(sv[1]);
+        }
+        close(sv[1]);
+        fds[i] = sv[0];
+    }
+    map_rate(pool, 100000);   /* warm up */
+    double r_ceil[RUNS], r_map[RUNS];
+    for (int k = 0; k < RUNS; k++) {
+        r_ceil[k] = ceil_rate(fds, MAP_ITEMS);
+        r_map[k] = map_rate(pool, MAP_ITEMS);
+    }
+    for (int i = 0; i < 2; i++) {
+        close(fds[i]);
+        waitpid(kids[i], NULL, 0);
+    }
+    double m_ceil = median(r_ceil, RUNS), m_map = median(r_map, RUNS);
+    printf("(d) trivial items (4-byte argument and result), 2 workers, %d items a run, median of %d:\n",
+           MAP_ITEMS, RUNS);
+    printf("    hand-written batched ceiling  %11.0f items/s\n", m_ceil);
+    printf("    llll_pool_map                 %11.0f items/s   %.2f of the ceiling (target >= 0.5)\n",
+           m_map, m_map / m_ceil);
+    fflush(stdout);
+    double py[4];
+    if (python_map_rates(py) == 0) {
+        static const int chunks[4] = { 1, 100, 1000, 10000 };
+        double best = 0;
+        for (int c = 0; c < 4; c++) {
+            printf("    multiprocessing.Pool(2).map chunksize %5d  %11.0f items/s\n", chunks[c], py[c]);
+            if (py[c] > best)
+                best = py[c];
+        }
+        /* llll again, right after Python, so a change of load shows */
+        double again = map_rate(pool, MAP_ITEMS);
+        printf("    llll_pool_map / Python's best: %.1fx (%.1fx with a run right after Python) (target >= 4)\n",
+               m_map / best, again / best);
+    } else {
+        printf("    multiprocessing: skipped, python3 did not run\n");
+    }
+    llll_pool_free(pool);
+}
+
+/* ------------------------------------------------ (e) fib through a map */
+
+struct fibs { long *n; size_t count; long sum; };
+
+static int fib_arg(void *ctx, size_t i, llll_buf *arg)
+{
+    struct fibs *f = ctx;
+    return llll_buf_set(arg, &f->n[i], sizeof f->n[i]);
+}
+
+static int fib_result(void *ctx, size_t i, int rc, const void *res, size_t len)
+{
+    struct fibs *f = ctx;
+    long v;
+    (void)i;
+    if (rc || len != sizeof v)
+        return rc ? rc : -EIO;
+    memcpy(&v, res, sizeof v);
+    f->sum += v;
+    return 0;
+}
+
+static void fib_map_compare(llll_pool *pool, int rounds)
+{
+    size_t count = 32 * (size_t)rounds;
+    long *n = malloc(count * sizeof *n);
+    if (!n)
+        exit(1);
+    for (size_t i = 0; i < count; i++)
+        n[i] = 1 + (long)(i % 32);
+    unsigned seed = 2026;
+    for (size_t i = count - 1; i > 0; i--) {   /* Fisher-Yates */
+        size_t j = (size_t)rand_r(&seed) % (i + 1);
+        long t = n[i];
+        n[i] = n[j];
+        n[j] = t;
+    }
+    double t_seq[RUNS], t_map[RUNS];
+    long want = 0;
+    for (int k = 0; k < RUNS; k++) {
+        double t0 = now();
+        long s = 0;
+        for (size_t i = 0; i < count; i++)
+            s += fib(n[i] * fib_one);
+        t_seq[k] = now() - t0;
+        want = s;
+        struct fibs f = { n, count, 0 };
+        t0 = now();
+        int rc = llll_pool_map(pool, count, fib_arg, fib_result, &f, NULL);
+        t_map[k] = now() - t0;
+        if (rc || f.sum != want) {
+            fprintf(stderr, "bench/pool: fib map: %s\n", llll_strerror(rc));
+            exit(1);
+        }
+    }
+    double m_seq = median(t_seq, RUNS), m_map = median(t_map, RUNS);
+    printf("    fib(1..32) shuffled x %2d in one map: one process %7.1f ms, map %7.1f ms: speedup %.2f (target >= 1.8)\n",
+           rounds, m_seq * 1e3, m_map * 1e3, m_seq / m_map);
+    free(n);
+}
+
+/* ------------------------------------- (f) more calling threads than workers */
+
+static void bench_callers(void)
+{
+    llll_pool *pool;
+    int rc = llll_pool_fork(&pool, echo_fn, NULL, 2, NULL);
+    if (rc) {
+        fprintf(stderr, "bench/pool: llll_pool_fork: %s\n", llll_strerror(rc));
+        exit(1);
+    }
+    struct driver d[8] = { 0 };
+    for (int i = 0; i < 8; i++)
+        d[i].pool = pool;
+    static const int counts[3] = { 2, 4, 8 };
+    double r[3][RUNS];
+    for (int k = 0; k < RUNS; k++)
+        for (int c = 0; c < 3; c++)
+            r[c][k] = run_load_n(drive_pool, d, counts[c]);
+    double m2 = median(r[0], RUNS);
+    printf("(f) llll_pool_call, 2 workers, echo of 8 bytes, median of %d runs of %.1f s:\n", RUNS, seconds);
+    printf("    2 threads  %9.0f calls/s\n", m2);
+    for (int c = 1; c < 3; c++) {
+        double m = median(r[c], RUNS);
+        printf("    %d threads  %9.0f calls/s   %.2f of 2 threads (target >= 0.8)\n", counts[c], m, m / m2);
+    }
+    llll_pool_free(pool);
+}
+
 /* ------------------------------------------------------------------ main */
 
-int main(void)
+/* BENCH_PARTS (default "abcdef") selects the parts to run. */
+static bool part(char c)
 {
-    const char *s = getenv("BENCH_SECONDS");
-    if (s && atof(s) > 0)
-        seconds = atof(s);
-    signal(SIGPIPE, SIG_IGN);   /* the raw baseline writes to sockets by hand */
+    const char *parts = getenv("BENCH_PARTS");
+    return !parts || strchr(parts, c);
+}
 
+/* (a) and (b); returns llll's calls/s of (a). */
+static double bench_calls(void)
+{
     /* (a) the ceiling's children, and the pool */
     struct driver raw[THREADS] = { 0 }, pooled[THREADS] = { 0 };
     pid_t kids[THREADS];
@@ -302,12 +698,12 @@ int main(void)
         int sv[2];
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
             perror("socketpair");
-            return 1;
+            exit(1);
         }
         kids[i] = fork();
         if (kids[i] < 0) {
             perror("fork");
-            return 1;
+            exit(1);
         }
         if (kids[i] == 0) {
             close(sv[0]);
@@ -322,7 +718,7 @@ int main(void)
     int rc = llll_pool_fork(&pool, echo_fn, NULL, 2, NULL);
     if (rc) {
         fprintf(stderr, "bench/pool: llll_pool_fork: %s\n", llll_strerror(rc));
-        return 1;
+        exit(1);
     }
     for (int i = 0; i < THREADS; i++)
         pooled[i].pool = pool;
@@ -342,10 +738,22 @@ int main(void)
     for (int i = 0; i < THREADS; i++)
         waitpid(kids[i], NULL, 0);
     fflush(stdout);
+    return m_pool;
+}
+
+int main(void)
+{
+    const char *s = getenv("BENCH_SECONDS");
+    if (s && atof(s) > 0)
+        seconds = atof(s);
+    signal(SIGPIPE, SIG_IGN);   /* the raw baseline writes to sockets by hand */
+
+    double m_pool = part('a') || part('b') ? bench_calls() : 0;
 
     /* (b) */
     double mp_rate, cf_rate;
-    if (python_rates(&mp_rate, &cf_rate) == 0) {
+    if (!part('b')) {
+    } else if (python_rates(&mp_rate, &cf_rate) == 0) {
         printf("(b) the same load in Python (one run of %.1f s each):\n", seconds);
         printf("    multiprocessing.Pool.apply          %9.0f calls/s   %.3f of llll\n", mp_rate, mp_rate / m_pool);
         printf("    concurrent.futures ProcessPoolExec. %9.0f calls/s   %.3f of llll\n", cf_rate, cf_rate / m_pool);
@@ -354,17 +762,32 @@ int main(void)
     }
     fflush(stdout);
 
-    /* (c) */
-    rc = llll_pool_fork(&pool, fib_fn, NULL, 2, NULL);
+    llll_pool *pool;
+    int rc = llll_pool_fork(&pool, fib_fn, NULL, 2, NULL);
     if (rc) {
         fprintf(stderr, "bench/pool: llll_pool_fork: %s\n", llll_strerror(rc));
         return 1;
     }
-    printf("(c) fib(n), largest n first, 2 workers called from 2 threads, vs one process, median of %d:\n", RUNS);
-    if ((rc = fib_compare(pool, 30, 10)) || (rc = fib_compare(pool, 34, 1))) {
-        fprintf(stderr, "bench/pool: fib: %s\n", llll_strerror(rc));
-        return 1;
+    if (part('c')) {
+        printf("(c) fib(n), largest n first, 2 workers called from 2 threads, vs one process, median of %d:\n", RUNS);
+        if ((rc = fib_compare(pool, 30, 10)) || (rc = fib_compare(pool, 34, 1))) {
+            fprintf(stderr, "bench/pool: fib: %s\n", llll_strerror(rc));
+            return 1;
+        }
+        fflush(stdout);
+    }
+    if (part('d')) {
+        bench_maps();
+        fflush(stdout);
+    }
+    if (part('e')) {
+        printf("(e) fib(n) through llll_pool_map, 2 workers, vs one process, median of %d:\n", RUNS);
+        fib_map_compare(pool, 10);
+        fib_map_compare(pool, 1);
+        fflush(stdout);
     }
     llll_pool_free(pool);
+    if (part('f'))
+        bench_callers();
     return 0;
 }

@@ -1,14 +1,16 @@
 /* A pool worker that breaks the wire protocol, for the fault tests. It speaks
- * by hand on the channel named by LLLL_SBC_FD (one socket fd), argv[1] says how:
- *   garbage    hello, then answers each request with 3 bytes whose last (the
- *              status byte) is neither 0 nor 1
+ * by hand (the pool's protocol 2, see pool.c) on the channel named by
+ * LLLL_SBC_FD (one socket fd), argv[1] says how:
+ *   garbage    hello, then answers each request with 3 bytes that do not
+ *              parse as a reply
  *   huge       hello, then a reply header announcing 4 GiB - 1, then waits
  *   truncated  hello, then a reply header announcing 100 bytes, 10 of them,
  *              then exits
  *   stalled    as truncated, but waits instead of exiting
  *   nohello    never says hello, waits
- *   extra      hello, then answers each request correctly ("ok" and status
- *              0) followed by a second, unasked frame "stray", in one write
+ *   extra      hello, then answers each request correctly ("ok", status 0)
+ *              followed by a second, unasked reply "stray" to the same
+ *              request, in one write
  *   close      hello, then at the first request closes the channel and waits
  * Waiting is pause(): the pool must kill it. */
 #define _GNU_SOURCE
@@ -62,18 +64,57 @@ static void get(void *data, size_t len)
     }
 }
 
-/* Reads one request frame (up to 255 bytes are kept). */
-static void get_request(void)
+static uint32_t u32(const unsigned char *b)
 {
-    unsigned char h[4];
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+static void set_u32(unsigned char *b, uint32_t v)
+{
+    b[0] = (unsigned char)(v >> 24);
+    b[1] = (unsigned char)(v >> 16);
+    b[2] = (unsigned char)(v >> 8);
+    b[3] = (unsigned char)v;
+}
+
+/* Reads one request frame and returns its id (the first u32 of the body;
+ * the rest is skipped). */
+static uint32_t get_request(void)
+{
+    unsigned char h[8];
     get(h, 4);
-    uint32_t n = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+    uint32_t n = u32(h);
+    if (n < 4)
+        _exit(5);
+    get(h + 4, 4);
+    n -= 4;
     char skip[256];
     while (n) {
         size_t k = n < sizeof skip ? n : sizeof skip;
         get(skip, k);
         n -= (uint32_t)k;
     }
+    return u32(h + 4);
+}
+
+/* One reply frame of protocol 2 holding one result with status 0: the
+ * bytes, the status byte, the length, then id, first 0, count 1. */
+static void put_reply(uint32_t id, const char *result)
+{
+    uint32_t len = (uint32_t)strlen(result);
+    unsigned char tail[17];
+    tail[0] = 0;
+    set_u32(tail + 1, len);
+    set_u32(tail + 5, id);
+    set_u32(tail + 9, 0);
+    set_u32(tail + 13, 1);
+    unsigned char frame[4 + 64 + sizeof tail];
+    if (len > 64)
+        _exit(6);
+    set_u32(frame, len + (uint32_t)sizeof tail);
+    memcpy(frame + 4, result, len);
+    memcpy(frame + 4 + len, tail, sizeof tail);
+    put(frame, 4 + len + sizeof tail);
 }
 
 static void wait_forever(void)
@@ -91,9 +132,9 @@ int main(int argc, char **argv)
     const char *mode = argv[1];
     if (strcmp(mode, "nohello") == 0)
         wait_forever();
-    put_frame("llll-pool/1", 11);
+    put_frame("llll-pool/2", 11);
     for (;;) {
-        get_request();
+        uint32_t id = get_request();
         if (strcmp(mode, "garbage") == 0) {
             put_frame("\x07\x07\x07", 3);
         } else if (strcmp(mode, "huge") == 0) {
@@ -106,10 +147,11 @@ int main(int argc, char **argv)
                 return 0;
             wait_forever();
         } else if (strcmp(mode, "extra") == 0) {
-            /* One write, so the stray frame is there before the reply is
-             * read: a master that looks finds it before its next request. */
-            static const char both[] = "\0\0\0\3ok\0\0\0\0\6stray\0";
-            put(both, sizeof both - 1);
+            /* Back to back, so the stray reply is there before the next
+             * request is sent: a master that reads it as the next answer
+             * returns "stray". */
+            put_reply(id, "ok");
+            put_reply(id, "stray");
         } else if (strcmp(mode, "close") == 0) {
             close(fd);
             wait_forever();

@@ -9,10 +9,14 @@
  *   "hold A H"   -> writes its pid (an int) to fd A, waits for a byte on fd H,
  *                   then answers its pid
  *   "ok, then die unread" -> answers "ok" by hand on the channel (fd 3), then
- *                   exits as soon as the next request arrives, unread
- * Modes: "--bad-hello" speaks another protocol version instead of serving;
- * "--raw" speaks the documented wire format by hand (replies: the request
- * reversed, then a status byte, 1 for "fail");
+ *                   exits as soon as the next request arrives, unread (a
+ *                   call is a request of one item, ids counting 1, 2, ...)
+ * Modes: "--v1" says the hello of protocol version 1 instead of serving;
+ * "--raw" speaks the documented wire format by hand (each result: the
+ * argument reversed, status 1 for "fail"; one reply frame per request);
+ * "--extra" is "--raw" sending every reply frame twice;
+ * "--garbage" is "--raw" answering with a frame that does not parse;
+ * "--deaf" says hello, then never reads;
  * "--report FILE" appends llll_serve's return value to FILE when it returns;
  * "--linger" ignores the end of the pool: once llll_serve returned it waits
  * for a signal forever. */
@@ -41,9 +45,12 @@ static int putf(llll_buf *r, const char *fmt, long long a, const char *s)
     return put(r, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
+static unsigned served;   /* requests so far: the id of the current one */
+
 static int op(void *ctx, const void *arg, size_t len, llll_buf *res)
 {
     (void)ctx;
+    served++;
     char cmd[256];
     if (len >= sizeof cmd)
         return put(res, "too long", 8), 1;
@@ -71,7 +78,8 @@ static int op(void *ctx, const void *arg, size_t len, llll_buf *res)
     if (strcmp(cmd, "crash") == 0)
         raise(SIGKILL);
     if (strcmp(cmd, "ok, then die unread") == 0) {
-        static const unsigned char reply[] = { 0, 0, 0, 3, 'o', 'k', 0 };
+        unsigned char reply[] = { 0, 0, 0, 19, 'o', 'k', 0, 0, 0, 0, 2,
+                                  0, 0, 0, (unsigned char)served, 0, 0, 0, 0, 0, 0, 0, 1 };
         if (write(3, reply, sizeof reply) != (ssize_t)sizeof reply)
             _exit(2);
         struct pollfd pf = { .fd = 3, .events = POLLIN };
@@ -92,38 +100,80 @@ static int op(void *ctx, const void *arg, size_t len, llll_buf *res)
     return put(res, "unknown command", 15), 1;
 }
 
+static uint32_t get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* The documented wire format by hand, without llll_serve: the hello, then
+ * for each request (id, limit, count, then count times a length and the
+ * bytes) one reply frame: for each argument its bytes reversed, a status
+ * byte (1 for "fail") and the length, then id, first 0 and count. */
+static int raw(const char *mode)
+{
+    llll_sbc *ch;
+    if (llll_sbc_child(&ch) || llll_sbc_send(ch, "llll-pool/2", 11))
+        return 2;
+    llll_buf req = LLLL_BUF_INIT;
+    unsigned char out[4096];
+    while (llll_sbc_recv(ch, &req, -1) == 0 && req.len >= 12) {
+        const unsigned char *f = req.data;
+        uint32_t id = get32(f), count = get32(f + 8);
+        size_t pos = 12, o = 0;
+        for (uint32_t k = 0; k < count && pos + 4 <= req.len; k++) {
+            size_t len = get32(f + pos);
+            const unsigned char *arg = f + pos + 4;
+            pos += 4 + len;
+            if (pos > req.len || o + len + 5 + 12 > sizeof out)
+                return 3;
+            for (size_t i = 0; i < len; i++)
+                out[o + i] = arg[len - 1 - i];
+            o += len;
+            out[o] = len == 4 && memcmp(arg, "fail", 4) == 0;
+            put32(out + o + 1, (uint32_t)len);
+            o += 5;
+        }
+        put32(out + o, id);
+        put32(out + o + 4, 0);
+        put32(out + o + 8, count);
+        o += 12;
+        if (strcmp(mode, "--garbage") == 0)
+            o = 3;
+        if (llll_sbc_send(ch, out, o))
+            break;
+        if (strcmp(mode, "--extra") == 0 && llll_sbc_send(ch, out, o))
+            break;
+    }
+    llll_buf_free(&req);
+    llll_sbc_close(ch);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc > 1 && strcmp(argv[1], "--bad-hello") == 0) {
+    const char *mode = argc > 1 ? argv[1] : "";
+    if (strcmp(mode, "--v1") == 0 || strcmp(mode, "--deaf") == 0) {
         llll_sbc *ch;
         if (llll_sbc_child(&ch))
             return 2;
-        llll_sbc_send(ch, "llll-pool/9", 11);
+        llll_sbc_send(ch, mode[2] == 'v' ? "llll-pool/1" : "llll-pool/2", 11);
+        if (mode[2] == 'd')
+            for (;;)
+                pause();
         llll_buf b = LLLL_BUF_INIT;
         llll_sbc_recv(ch, &b, -1);   /* until the master gives up */
         return 0;
     }
-    if (argc > 1 && strcmp(argv[1], "--raw") == 0) {
-        /* The documented wire format by hand, without llll_serve: a hello,
-         * then for each request its bytes reversed and a status byte at the
-         * end (1 for a request "fail"). */
-        llll_sbc *ch;
-        if (llll_sbc_child(&ch) || llll_sbc_send(ch, "llll-pool/1", 11))
-            return 2;
-        llll_buf req = LLLL_BUF_INIT;
-        char out[64];
-        while (llll_sbc_recv(ch, &req, -1) == 0 && req.len < sizeof out) {
-            const char *in = req.data;
-            for (size_t i = 0; i < req.len; i++)
-                out[i] = in[req.len - 1 - i];
-            out[req.len] = req.len == 4 && memcmp(in, "fail", 4) == 0;
-            if (llll_sbc_send(ch, out, req.len + 1))
-                break;
-        }
-        llll_buf_free(&req);
-        llll_sbc_close(ch);
-        return 0;
-    }
+    if (strcmp(mode, "--raw") == 0 || strcmp(mode, "--extra") == 0 || strcmp(mode, "--garbage") == 0)
+        return raw(mode);
     int rc = llll_serve(op, NULL);
     if (argc > 1 && strcmp(argv[1], "--linger") == 0)
         for (;;)

@@ -353,6 +353,156 @@ START_TEST(mapper_new_rejects_a_negative_thread_count)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- schedule */
+
+/* Some items block until the test releases them; the test waits until every
+ * other item has run, which it can only see if no item waits behind a held
+ * one (else the case times out). */
+enum { MAX_HELD = 2 };
+
+typedef struct {
+    llll_mapper *m;
+    size_t n;
+    size_t held[MAX_HELD];
+    int nheld;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int inside;                 /* held items entered */
+    bool release;
+    atomic_size_t done;         /* other items returned */
+    atomic_uint *calls;
+    int rc;
+} hold_ctx;
+
+static bool is_held(const hold_ctx *h, size_t i)
+{
+    for (int k = 0; k < h->nheld; k++)
+        if (h->held[k] == i)
+            return true;
+    return false;
+}
+
+static int hold_fn(void *ctx, size_t i)
+{
+    hold_ctx *h = ctx;
+    atomic_fetch_add(&h->calls[i], 1);
+    if (is_held(h, i)) {
+        pthread_mutex_lock(&h->mu);
+        h->inside++;
+        pthread_cond_broadcast(&h->cv);
+        while (!h->release)
+            pthread_cond_wait(&h->cv, &h->mu);
+        pthread_mutex_unlock(&h->mu);
+    } else if (atomic_fetch_add(&h->done, 1) + 1 == h->n - (size_t)h->nheld) {
+        pthread_mutex_lock(&h->mu);
+        pthread_cond_broadcast(&h->cv);
+        pthread_mutex_unlock(&h->mu);
+    }
+    return 0;
+}
+
+static void *hold_map_body(void *arg)
+{
+    hold_ctx *h = arg;
+    h->rc = llll_mapper_map(h->m, h->n, hold_fn, h);
+    return NULL;
+}
+
+/* Maps n items on nthread threads with the items in held[] blocked: every
+ * other item must run before any held one is released. */
+static void map_while_held(int nthread, size_t n, const size_t *held, int nheld)
+{
+    hold_ctx h = {.n = n, .nheld = nheld, .mu = PTHREAD_MUTEX_INITIALIZER,
+                  .cv = PTHREAD_COND_INITIALIZER, .rc = 1};
+    for (int k = 0; k < nheld; k++)
+        h.held[k] = held[k];
+    h.calls = calloc(n, sizeof *h.calls);
+    ck_assert_ptr_nonnull(h.calls);
+    ck_assert_int_eq(llll_mapper_new(&h.m, nthread), 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, hold_map_body, &h), 0);
+    pthread_mutex_lock(&h.mu);
+    while (h.inside < nheld || atomic_load(&h.done) < n - (size_t)nheld)
+        pthread_cond_wait(&h.cv, &h.mu);
+    h.release = true;
+    pthread_cond_broadcast(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_int_eq(h.rc, 0);
+    size_t bad = n;
+    for (size_t i = 0; i < n && bad == n; i++)
+        if (atomic_load(&h.calls[i]) != 1)
+            bad = i;
+    ck_assert_msg(bad == n, "item %zu ran %u times", bad, bad < n ? atomic_load(&h.calls[bad]) : 0);
+    free(h.calls);
+    llll_mapper_free(h.m);
+}
+
+START_TEST(while_item_0_is_held_every_other_item_runs)
+{
+    size_t held = 0;
+    map_while_held(2, 1000, &held, 1);
+}
+END_TEST
+
+START_TEST(while_an_item_in_the_middle_is_held_after_thousands_of_fast_ones_every_other_item_runs)
+{
+    size_t held = 50000;
+    map_while_held(2, 100000, &held, 1);
+}
+END_TEST
+
+/* Fails for a schedule whose threads run their range from its back end (as
+ * the owner of a work-stealing deque does). */
+START_TEST(while_the_last_item_is_held_every_other_item_runs)
+{
+    size_t held = 99999;
+    map_while_held(2, 100000, &held, 1);
+}
+END_TEST
+
+/* Skew at the back: near the end, guided chunks of remaining / (2 x nthread)
+ * put item n - 9 with its successor. */
+START_TEST(while_the_ninth_item_from_the_end_is_held_every_other_item_runs)
+{
+    size_t held = 99991;
+    map_while_held(2, 100000, &held, 1);
+}
+END_TEST
+
+START_TEST(while_two_items_are_held_on_three_threads_every_other_item_runs)
+{
+    size_t held[2] = {1, 70000};
+    map_while_held(3, 100000, held, 2);
+}
+END_TEST
+
+/* Items of uneven cost on more threads than cores: ranges are split by
+ * thieves all along, and still every index runs exactly once. */
+static int uneven_fn(void *ctx, size_t i)
+{
+    fill_ctx *c = ctx;
+    volatile size_t spin = 0;
+    for (size_t k = 0; k < (i * 2654435761u) % 4096; k++)
+        spin += k;
+    return fill_fn(c, i);
+}
+
+START_TEST(map_of_uneven_items_on_four_threads_runs_each_index_exactly_once_in_every_round)
+{
+    enum { N = 3000 };
+    llll_mapper *m;
+    ck_assert_int_eq(llll_mapper_new(&m, 4), 0);
+    for (int round = 0; round < 40; round++) {
+        fill_ctx c;
+        fill_init(&c, N, (size_t)round + 1);
+        ck_assert_int_eq(llll_mapper_map(m, N, uneven_fn, &c), 0);
+        fill_check(&c, N);
+    }
+    llll_mapper_free(m);
+}
+END_TEST
+
 static Suite *mapper_suite(void)
 {
     Suite *s = suite_create("mapper");
@@ -372,6 +522,15 @@ static Suite *mapper_suite(void)
     tcase_add_test(tc, mapper_of_three_threads_runs_three_items_at_once);
     tcase_add_test(tc, mapper_new_rejects_a_negative_thread_count);
     suite_add_tcase(s, tc);
+    TCase *sched = tcase_create("schedule");
+    tcase_set_timeout(sched, 20);
+    tcase_add_test(sched, while_item_0_is_held_every_other_item_runs);
+    tcase_add_test(sched, while_an_item_in_the_middle_is_held_after_thousands_of_fast_ones_every_other_item_runs);
+    tcase_add_test(sched, while_the_last_item_is_held_every_other_item_runs);
+    tcase_add_test(sched, while_the_ninth_item_from_the_end_is_held_every_other_item_runs);
+    tcase_add_test(sched, while_two_items_are_held_on_three_threads_every_other_item_runs);
+    tcase_add_test(sched, map_of_uneven_items_on_four_threads_runs_each_index_exactly_once_in_every_round);
+    suite_add_tcase(s, sched);
     return s;
 }
 T_SUITE(mapper_suite)

@@ -611,7 +611,7 @@ START_TEST(start_rejects_a_worker_of_another_protocol_version)
 {
     int fds = count_fds();
     llll_pool *p;
-    const char *argv[] = { t_helper("pool_worker"), "--bad-hello", NULL };
+    const char *argv[] = { t_helper("pool_worker"), "--v1", NULL };
     ck_assert_int_eq(llll_pool_start(&p, argv, 2, NULL), -EPROTO);
     ck_assert_ptr_null(p);
     assert_no_child();
@@ -663,18 +663,21 @@ START_TEST(an_argument_over_max_frame_gives_emsgsize_and_the_pool_goes_on)
 }
 END_TEST
 
-START_TEST(a_result_over_max_frame_gives_emsgsize_and_the_worker_is_replaced)
+START_TEST(a_result_over_max_frame_gives_emsgsize_and_the_worker_goes_on)
 {
     llll_pool *p = start_worker_pool(1, &(llll_pool_opts){ .max_frame = 100 });
     llll_buf res = LLLL_BUF_INIT;
     char out[64];
     ck_assert_int_eq(call_str(p, "big 100", &res, out, sizeof out), 0);
     ck_assert_uint_eq(res.len, 100);
+    long pid = call_num(p, "pid");
     ck_assert_int_eq(call_str(p, "big 101", &res, out, sizeof out), -EMSGSIZE);
+    ck_assert_uint_eq(res.len, 0);
     ck_assert_int_eq(call_num(p, "sq 5"), 25);
+    ck_assert_int_eq(call_num(p, "pid"), pid);
     llll_pool_stats st;
     llll_pool_get_stats(p, &st);
-    ck_assert_uint_eq(st.respawns, 1);
+    ck_assert_uint_eq(st.respawns, 0);
     llll_buf_free(&res);
     llll_pool_free(p);
 }
@@ -700,6 +703,24 @@ START_TEST(a_worker_speaking_the_documented_wire_format_serves_a_pool)
 }
 END_TEST
 
+/* A request frame of protocol 2: id, limit, count, then each argument's
+ * length and bytes (all integers 4 bytes, big-endian). */
+static size_t request(unsigned char *f, unsigned id, unsigned limit, const char *const *args, unsigned n)
+{
+    size_t o = 12;
+    unsigned char head[12] = { 0, 0, 0, (unsigned char)id, 0, 0, (unsigned char)(limit >> 8), (unsigned char)limit,
+                               0, 0, 0, (unsigned char)n };
+    memcpy(f, head, 12);
+    for (unsigned k = 0; k < n; k++) {
+        size_t len = strlen(args[k]);
+        unsigned char l[4] = { 0, 0, 0, (unsigned char)len };
+        memcpy(f + o, l, 4);
+        memcpy(f + o + 4, args[k], len);
+        o += 4 + len;
+    }
+    return o;
+}
+
 START_TEST(serve_sends_the_documented_wire_format)
 {
     int sv[2];
@@ -719,15 +740,39 @@ START_TEST(serve_sends_the_documented_wire_format)
     llll_buf f = LLLL_BUF_INIT;
     ck_assert_int_eq(llll_sbc_recv(ch, &f, 5000), 0);
     ck_assert_uint_eq(f.len, 11);
-    ck_assert_mem_eq(f.data, "llll-pool/1", 11);
-    ck_assert_int_eq(llll_sbc_send(ch, "2", 1), 0);      /* even: fn returns 0 */
+    ck_assert_mem_eq(f.data, "llll-pool/2", 11);
+
+    /* A batch of two: "2" is even (fn returns 0), "3" is odd (fn fails). */
+    unsigned char req[256];
+    const char *two[] = { "2", "3" };
+    ck_assert_int_eq(llll_sbc_send(ch, req, request(req, 7, 1000, two, 2)), 0);
     ck_assert_int_eq(llll_sbc_recv(ch, &f, 5000), 0);
-    ck_assert_uint_eq(f.len, 5);
-    ck_assert_mem_eq(f.data, "even\0", 5);
-    ck_assert_int_eq(llll_sbc_send(ch, "3", 1), 0);      /* odd: fn fails */
+    static const unsigned char want[] = {
+        'e', 'v', 'e', 'n', 0, 0, 0, 0, 4,                       /* result, status, length */
+        '3', ' ', 'i', 's', ' ', 'o', 'd', 'd', 1, 0, 0, 0, 8,
+        0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 2,                      /* id, first, count */
+    };
+    ck_assert_uint_eq(f.len, sizeof want);
+    ck_assert_mem_eq(f.data, want, sizeof want);
+
+    /* A limit of 30 bytes holds one result per reply frame: two frames,
+     * the second saying it starts at item 1. */
+    ck_assert_int_eq(llll_sbc_send(ch, req, request(req, 8, 30, two, 2)), 0);
     ck_assert_int_eq(llll_sbc_recv(ch, &f, 5000), 0);
-    ck_assert_uint_eq(f.len, sizeof "3 is odd");
-    ck_assert_mem_eq(f.data, "3 is odd\1", sizeof "3 is odd");
+    ck_assert_uint_eq(f.len, 9 + 12);
+    ck_assert_mem_eq(f.data, want, 9);
+    ck_assert_mem_eq((char *)f.data + 9, "\0\0\0\x08\0\0\0\0\0\0\0\x01", 12);
+    ck_assert_int_eq(llll_sbc_recv(ch, &f, 5000), 0);
+    ck_assert_uint_eq(f.len, 13 + 12);
+    ck_assert_mem_eq(f.data, want + 9, 13);
+    ck_assert_mem_eq((char *)f.data + 13, "\0\0\0\x08\0\0\0\x01\0\0\0\x01", 12);
+
+    /* A result over the limit: status 2 and no bytes. */
+    const char *one[] = { "4" };
+    ck_assert_int_eq(llll_sbc_send(ch, req, request(req, 9, 20, one, 1)), 0);
+    ck_assert_int_eq(llll_sbc_recv(ch, &f, 5000), 0);
+    ck_assert_uint_eq(f.len, 17);
+    ck_assert_mem_eq(f.data, "\x02\0\0\0\0\0\0\0\x09\0\0\0\0\0\0\0\x01", 17);
     llll_buf_free(&f);
     llll_sbc_close(ch);                                   /* EOF: serve returns 0 */
     int status;
@@ -879,7 +924,7 @@ static Suite *pool_suite(void)
     tcase_add_test(tc, a_thread_gets_back_the_worker_it_used_last);
     tcase_add_test(tc, a_failing_fn_gives_eremoteio_with_its_message);
     tcase_add_test(tc, an_argument_over_max_frame_gives_emsgsize_and_the_pool_goes_on);
-    tcase_add_test(tc, a_result_over_max_frame_gives_emsgsize_and_the_worker_is_replaced);
+    tcase_add_test(tc, a_result_over_max_frame_gives_emsgsize_and_the_worker_goes_on);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("dying workers");
