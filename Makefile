@@ -298,6 +298,18 @@ test-install: all
 	  [ -z "$$only_m" ] || { echo "test-install: $$w in a man page but not in llll.h:" $$only_m; exit 1; }; \
 	done; \
 	echo "test-install: the man pages name and declare the $$(printf '%s\n' "$$hdr" | wc -l) functions of llll.h, no more"
+	@bad=$$(awk '/\/\*/ { c = ""; inc = 1 } inc { c = c $$0 } /\*\// { inc = 0 } \
+	  /^[a-z][a-z_ ]*[ *]llll_[a-z_]*\(/ && !/^typedef/ { match($$0, /llll_[a-z_]*\(/); f = substr($$0, RSTART, RLENGTH - 1); \
+	    if (c !~ /Thread-safety/) print f " (no Thread-safety in llll.h)"; \
+	    if (/^int / && c !~ /[Ee]rrors/) print f " (no errors in llll.h)" }' llll.h); \
+	for sec in ERRORS 'THREAD SAFETY'; do \
+	  text=$$(sed -n "/^\.SH $$sec\$$/,/^\.SH /p" man/*.3); \
+	  for f in $(FUNCS); do \
+	    printf '%s\n' "$$text" | grep -Eq "(^|[^a-z_])$$f([^a-z_]|\$$)" || bad="$$bad $$f (not in a man page's $$sec)"; \
+	  done; \
+	done; \
+	[ -z "$$bad" ] || { echo "test-install: errors or thread-safety undocumented:" $$bad; exit 1; }; \
+	echo "test-install: llll.h and the man pages give every function's errors and thread-safety"
 	@set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
 	$(MAKE) --no-print-directory -s install DESTDIR="$$d" PREFIX=/usr; \
 	flags=$$(PKG_CONFIG_PATH="$$d/usr/lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$$d" $(PKG_CONFIG) --static --cflags --libs llll); \

@@ -598,18 +598,34 @@ typedef struct llll_pool_opts {
 /*
  * Starts nproc workers (0: the online processors) running argv, each of which
  * must call llll_serve. Returns once every worker answered a hello; a program
- * that is not a worker, or dies while it initialises, makes start fail
- * (-EPROTO: it sent something else than a hello, or the hello of another
- * version of the pool protocol, which with instance.proc.verbose is named
- * on stderr next to this library's; -ECONNRESET: it exited;
- * -ETIMEDOUT: no hello within start_timeout_ms, 10 s by default) and leaves
- * nothing running. Errors of llll_instance_start pass through (-ENOENT, ...).
+ * that is not a worker, or dies while it initialises, makes start fail and
+ * leaves nothing running.
+ * Errors (*out is NULL, no worker is left running):
+ * -EPROTO   a worker sent something else than a hello, or the hello of
+ *           another version of the pool protocol (with instance.proc.verbose
+ *           both versions are named on stderr): argv is not a worker of
+ *           this library's version.
+ * -ECONNRESET  a worker exited before its hello (it crashed, or argv is not
+ *           a worker: its stderr tells).
+ * -ETIMEDOUT  no hello within start_timeout_ms (10 s by default): raise it
+ *           for workers that initialise slowly.
+ * -ENOENT, -EACCES, ... and every other error of llll_instance_start.
+ * -EAGAIN   out of processes or threads.
+ * -ENOMEM   out of memory.
+ * -EINVAL   out or argv is NULL, argv is empty, nproc < 0, or
+ *           call_timeout_ms or start_timeout_ms below -1.
+ * Thread-safety: any thread.
  */
 int llll_pool_start(llll_pool **out, const char *const argv[], int nproc, const llll_pool_opts *opts);
 
 /* As llll_pool_start, the workers being forked copies of this program that
  * run llll_serve(fn, ctx) (see llll_instance_fork: a replacement is a copy of
- * the process as it is when the replacement is forked). */
+ * the process as it is when the replacement is forked).
+ * Errors: those of llll_pool_start (those of llll_instance_fork in place of
+ * llll_instance_start's; -ECONNRESET: a worker died before its hello), and
+ * -EINVAL when out or fn is NULL, nproc < 0, or a timeout is below -1.
+ * Thread-safety: any thread (see llll_instance_fork for what the copies
+ * hold). */
 int llll_pool_fork(llll_pool **out, llll_serve_fn *fn, void *ctx, int nproc, const llll_pool_opts *opts);
 
 /*
@@ -623,21 +639,32 @@ int llll_pool_fork(llll_pool **out, llll_serve_fn *fn, void *ctx, int nproc, con
  * dies during such a frame, the calls it had not answered run again, each
  * alone, so a call may run twice: fn should be idempotent (a call that kills
  * a worker alone gets -ECONNRESET, and only it). A thread gets back the
- * worker it used last when that one is idle.
- * Errors: -EREMOTEIO (fn failed; result holds what it wrote), -ECONNRESET
- * (the worker really died during this call: its channel ended; it was
- * replaced before this returned), -ETIMEDOUT (call_timeout_ms ran out, be it
- * while sending the argument or waiting for the result; the worker was
- * killed and replaced), -EMSGSIZE (arg over max_frame: nothing sent; or the
- * result over max_frame: the worker goes on), -EPROTO (the worker's reply
- * was malformed or answered another request: the worker was retired and
- * replaced, and stats.protocol_errors counts it), -ENOMEM (here, in this
- * process: the worker is retired only when its reply was left half read),
- * -ECANCELED (the pool is being freed), -ECHILD (no worker left, with
- * no_respawn), or the error of starting a replacement for a dead worker this
- * call needed (a later call tries again). A worker found dead before it read
- * the request does not fail the call: the request goes to its replacement.
- * On errors other than -EREMOTEIO, result->len is 0.
+ * worker it used last when that one is idle. A worker found dead before it
+ * read the request does not fail the call: the request goes to its
+ * replacement.
+ * Errors (result->len is 0 but for -EREMOTEIO):
+ * -EREMOTEIO  fn returned non-zero; result holds what it wrote (an error
+ *           message, say). The worker goes on.
+ * -ECONNRESET  the worker really died during this call (its channel ended);
+ *           it was replaced before this returned. Retry if fn is not what
+ *           kills it.
+ * -ETIMEDOUT  call_timeout_ms ran out, be it while sending the argument or
+ *           waiting for the result; the worker was killed and replaced.
+ * -EMSGSIZE  arg is over max_frame (nothing sent), or the result was (the
+ *           worker goes on): raise max_frame, or split the work.
+ * -EPROTO   the worker's reply was malformed or answered another request:
+ *           the worker was retired and replaced, and stats.protocol_errors
+ *           counts it.
+ * -ENOMEM   out of memory here, in this process (the worker is retired only
+ *           when its reply was left half read).
+ * -ECANCELED  the pool is being freed.
+ * -ECHILD   no worker left, with no_respawn.
+ * -ENOENT, -EAGAIN, -ECONNRESET, -ETIMEDOUT, ...  starting a replacement
+ *           for a dead worker this call needed failed with it (see
+ *           llll_pool_start); a later call tries again.
+ * -EINVAL   pool or result is NULL, or arg is NULL with len > 0.
+ * Thread-safety: any number of threads at once, and from a map's arg and
+ * result functions; not after llll_pool_free began.
  */
 int llll_pool_call(llll_pool *pool, const void *arg, size_t len, llll_buf *result);
 
@@ -680,20 +707,29 @@ typedef struct llll_pool_map_opts {
  *
  * Returns 0 (per-item errors went to result), the first non-zero value of
  * arg or result (the map then stops early: items in flight are drained and
- * dropped, result is not called again), or a pool-level error: -ECANCELED
- * (the pool is being freed), -ECHILD (no worker left, with no_respawn),
- * -ENOMEM, -EAGAIN (no thread could be started), -EINVAL (pool, arg or result
- * NULL). n == 0 returns 0 at once. Safe alongside llll_pool_call and other
- * maps from other threads: workers are shared (a map lets a worker go to a
- * waiting caller as long as it keeps one, and an idle one always), so arg
- * and result may call the same pool too. Runs one helper thread per worker it
- * uses, started and joined by this call.
+ * dropped, result is not called again), or a pool-level error. n == 0
+ * returns 0 at once. Runs one helper thread per worker it uses, started and
+ * joined by this call.
+ * Errors (pool-level; the map stops as above):
+ * the value arg or result returned, when not 0 (nor LLLL_EOF from arg);
+ * -ECANCELED  the pool is being freed.
+ * -ECHILD   no worker left, with no_respawn.
+ * -ENOENT, -EAGAIN, -ECONNRESET, -ETIMEDOUT, ...  starting a replacement
+ *           for the dead worker the map needed to begin failed with it.
+ * -EAGAIN   no helper thread could be started for the first worker.
+ * -ENOMEM   out of memory.
+ * -EINVAL   pool, arg or result is NULL.
+ * Thread-safety: any number of threads at once, alongside llll_pool_call:
+ * workers are shared (a map lets a worker go to a waiting caller as long as
+ * it keeps one, and an idle one always), so arg and result may call the
+ * same pool too; not after llll_pool_free began.
  */
 int llll_pool_map(llll_pool *pool, size_t n, llll_arg_fn *arg, llll_result_fn *result,
                   void *ctx, const llll_pool_map_opts *opts);
 
 /* The number of live workers: nproc, less those that died and were not (yet)
- * replaced (with no_respawn, or while a replacement failed to start). */
+ * replaced (with no_respawn, or while a replacement failed to start).
+ * Errors: none; 0 when pool is NULL. Thread-safety: any thread, any time. */
 int llll_pool_size(const llll_pool *pool);
 
 /* Counters, read at any time from any thread. */
@@ -707,18 +743,32 @@ typedef struct llll_pool_stats {
     uint64_t protocol_errors;  /* workers retired for a malformed reply, or one
                                   answering another request (-EPROTO) */
 } llll_pool_stats;
+/* Copies the counters into *out (all 0 when pool is NULL; nothing when out
+ * is). Never fails. Thread-safety: any thread, any time; each counter is
+ * read atomically, not the set of them at one instant. */
 void llll_pool_get_stats(const llll_pool *pool, llll_pool_stats *out);
 
 /* Makes calls and maps in flight return -ECANCELED, closes the channels so
  * workers exit on EOF, kills those that do not within a short grace, reaps
- * them all. Accepts NULL. Call it once, when no new call will start. */
+ * them all. Accepts NULL. Never fails.
+ * Thread-safety: once, from one thread, when no new call or map will start;
+ * calls and maps in flight on other threads return before it frees. */
 void llll_pool_free(llll_pool *pool);
 
 /* In a worker: answers calls with fn until the master closes the channel
- * (returns 0, so the worker can exit cleanly). -ENOENT when this process was
- * not started as a worker; another negative errno when the channel broke.
- * Call it once, before starting threads (it takes the channel with
- * llll_sbc_child). It speaks version 2 of the pool protocol (batches of
+ * or goes away (returns 0, so the worker can exit cleanly).
+ * Errors:
+ * -ENOENT   this process was not started as a worker (LLLL_SBC_FD unset):
+ *           run standalone, say.
+ * -EINVAL, -EBADF  LLLL_SBC_FD is malformed or names closed fds (see
+ *           llll_sbc_child); -EINVAL also when fn is NULL.
+ * -EPROTO   the master sent a malformed request, or ended inside a frame:
+ *           it is not a pool of this library's protocol version.
+ * -EPIPE, -ECONNRESET  the master was gone before this worker's hello.
+ * -ENOMEM   out of memory.
+ * Thread-safety: none: call it once, before starting threads (it takes the
+ * channel with llll_sbc_child, which changes the environment); fn runs on
+ * the calling thread, one call at a time. It speaks version 2 of the pool protocol (batches of
  * arguments, a request id in every frame), described byte by byte at the top
  * of pool.c and in README, so a worker can be written in any language. */
 int llll_serve(llll_serve_fn *fn, void *ctx);

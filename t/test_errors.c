@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -208,6 +209,97 @@ START_TEST(gen_get_says_eof_again_after_the_end)
 }
 END_TEST
 
+static int echo_fn(void *ctx, const void *arg, size_t len, llll_buf *result)
+{
+    (void)ctx;
+    return llll_buf_set(result, arg, len);
+}
+
+/* fn that makes the master vanish while it runs: it closes the master's end. */
+static int vanish_fn(void *ctx, const void *arg, size_t len, llll_buf *result)
+{
+    close(*(int *)ctx);
+    return llll_buf_set(result, arg, len);
+}
+
+/* Writes one request frame of protocol 2 with one argument "hi" to fd. */
+static void write_request(int fd)
+{
+    static const unsigned char f[] = {
+        0, 0, 0, 18,        /* frame length */
+        0, 0, 0, 1,         /* request id */
+        0, 16, 0, 0,        /* reply limit: 1 MiB */
+        0, 0, 0, 1,         /* one argument */
+        0, 0, 0, 2, 'h', 'i',
+    };
+    ck_assert_int_eq(write(fd, f, sizeof f), (ssize_t)sizeof f);
+}
+
+/* A socketpair whose sv[1] this process's llll_serve takes as its channel. */
+static void worker_channel(int sv[2])
+{
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    char name[16];
+    snprintf(name, sizeof name, "%d", sv[1]);
+    setenv("LLLL_SBC_FD", name, 1);
+}
+
+START_TEST(serve_returns_0_when_the_master_goes_away_while_fn_runs)
+{
+    int sv[2];
+    worker_channel(sv);
+    write_request(sv[0]);
+    ck_assert_int_eq(llll_serve(vanish_fn, &sv[0]), 0);
+}
+END_TEST
+
+START_TEST(serve_reports_a_master_gone_before_the_hello)
+{
+    int sv[2];
+    worker_channel(sv);
+    close(sv[0]);
+    int rc = llll_serve(echo_fn, NULL);
+    ck_assert_msg(rc == -EPIPE || rc == -ECONNRESET, "llll_serve gave %d", rc);
+    ck_assert_int_eq(llll_serve(NULL, NULL), -EINVAL);
+}
+END_TEST
+
+static int no_arg(void *ctx, size_t i, llll_buf *arg)
+{
+    (void)ctx;
+    (void)i;
+    (void)arg;
+    return LLLL_EOF;
+}
+
+static int no_result(void *ctx, size_t i, int rc, const void *result, size_t len)
+{
+    (void)ctx;
+    (void)i;
+    (void)rc;
+    (void)result;
+    (void)len;
+    return 0;
+}
+
+START_TEST(pool_functions_refuse_a_null_pool_and_read_zero_from_it)
+{
+    llll_buf r = LLLL_BUF_INIT;
+    ck_assert_int_eq(llll_pool_call(NULL, "x", 1, &r), -EINVAL);
+    ck_assert_int_eq(llll_pool_map(NULL, 1, no_arg, no_result, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(llll_pool_size(NULL), 0);
+    llll_pool_stats st;
+    memset(&st, 0xff, sizeof st);
+    llll_pool_get_stats(NULL, &st);
+    ck_assert(st.calls == 0 && st.failures == 0 && st.crashes == 0 && st.timeouts == 0 &&
+              st.respawns == 0 && st.protocol_errors == 0);
+    llll_pool_get_stats(NULL, NULL);
+    llll_pool *p = (llll_pool *)&p;
+    ck_assert_int_eq(llll_pool_fork(&p, NULL, NULL, 1, NULL), -EINVAL);
+    ck_assert_ptr_null(p);
+}
+END_TEST
+
 static Suite *errors_suite(void)
 {
     Suite *s = suite_create("errors");
@@ -224,6 +316,9 @@ static Suite *errors_suite(void)
     tcase_add_test(tc, thread_constructors_refuse_more_than_4096_threads);
     tcase_add_test(tc, queues_refuse_a_capacity_whose_array_size_overflows);
     tcase_add_test(tc, gen_get_says_eof_again_after_the_end);
+    tcase_add_test(tc, serve_returns_0_when_the_master_goes_away_while_fn_runs);
+    tcase_add_test(tc, serve_reports_a_master_gone_before_the_hello);
+    tcase_add_test(tc, pool_functions_refuse_a_null_pool_and_read_zero_from_it);
     suite_add_tcase(s, tc);
     return s;
 }
