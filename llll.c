@@ -915,6 +915,7 @@ struct start {
     bool instance;
     const char *code;
     bool keep_sigint;
+    bool stdio_channel;        /* the channel on the child's fds 0 and 1 */
 };
 
 /* Creates the pipes (and channel) of p, reg_lock held: p's ends in p, the
@@ -922,7 +923,9 @@ struct start {
 static int make_fds(llll_proc *p, const struct start *st, const llll_proc_opts *o, llll_sbc **chan)
 {
     int fd[2], rc;
-    if (!st->instance || st->code) {
+    if (st->stdio_channel) {
+        /* stdin and stdout are the channel (fd[1] below) */
+    } else if (!st->instance || st->code) {
         if ((rc = make_pipe(fd, 0)) < 0)
             return rc;
         p->cfd[0] = fd[0];
@@ -938,7 +941,7 @@ static int make_fds(llll_proc *p, const struct start *st, const llll_proc_opts *
         if (p->cfd[0] < 0)
             return -errno;
     }
-    if (!st->instance || o->on_stdout || o->collect_output) {
+    if (!st->stdio_channel && (!st->instance || o->on_stdout || o->collect_output)) {
         if ((rc = make_pipe(fd, 0)) < 0)
             return rc;
         p->out.fd = fd[0];
@@ -1008,7 +1011,7 @@ static int proc_create(llll_proc **out, const struct start *st, llll_sbc **chan)
             rc = -ENOMEM;
     }
     if (rc == 0 && st->argv) {
-        s.envp = build_env(o->env, st->instance ? "LLLL_SBC_FD=3" : NULL);
+        s.envp = build_env(o->env, !st->instance ? NULL : st->stdio_channel ? "LLLL_SBC_FD=0,1" : "LLLL_SBC_FD=3");
         s.paths = s.envp ? build_paths(st->argv[0], s.envp, &s.npaths) : NULL;
         if (!s.paths)
             rc = -ENOMEM;
@@ -1030,10 +1033,10 @@ static int proc_create(llll_proc **out, const struct start *st, llll_sbc **chan)
     reg_add_locked(p);
     if (rc == 0)
         rc = make_fds(p, st, o, chan);
-    s.fds[0] = p->cfd[0];
-    s.fds[1] = p->cfd[1];
+    s.fds[0] = st->stdio_channel ? p->cfd[3] : p->cfd[0];
+    s.fds[1] = st->stdio_channel ? p->cfd[3] : p->cfd[1];
     s.fds[2] = p->cfd[2];
-    s.fds[3] = st->argv ? p->cfd[3] : -1;
+    s.fds[3] = st->argv && !st->stdio_channel ? p->cfd[3] : -1;
     s.chan = st->argv ? -1 : p->cfd[3];
     /* A fork happens under reg_lock: the child must see the registry whole
      * (child_fork), and in the fork+exec fallback no instance may be forked
@@ -1287,6 +1290,9 @@ static int instance_new(llll_instance **out, struct start *st, const llll_instan
     st->instance = true;
     st->code = opts ? opts->code : NULL;
     st->keep_sigint = opts && opts->keep_sigint;
+    st->stdio_channel = opts && opts->stdio_channel && st->argv;
+    if (st->stdio_channel && st->code)
+        return -EINVAL;
     llll_instance *in = calloc(1, sizeof *in);
     if (!in)
         return -ENOMEM;

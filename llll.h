@@ -124,6 +124,9 @@ int llll_sbc_pair(llll_sbc **a, llll_sbc **b);
  * decimal fd (a socket) or "R,W" (two fds, e.g. "0,1" when stdio is the
  * channel). On success the fds become close-on-exec and the variable is
  * removed from the environment (unsetenv), so grandchildren inherit neither.
+ * A channel on fds 0-2 (a worker launched through ssh: "0,1") moves to fds
+ * above 2 first; stdin then reads /dev/null and stdout writes to stderr, so
+ * a stray printf cannot corrupt a frame (it shows on the parent's stderr).
  * -ENOENT when it is not set (not started by llll); -EINVAL when it is not
  * exactly "N" or "N,M" in decimal; -EBADF when it names fds that are not
  * open. Call it once, before starting threads (it changes the environment). */
@@ -146,6 +149,12 @@ int llll_sbc_send(llll_sbc *ch, const void *data, size_t len);
  * is kept in the channel and completed by the next call, into any buffer);
  * -ENOMEM. On failure frame->len is unchanged, its bytes are not. */
 int llll_sbc_recv(llll_sbc *ch, llll_buf *frame, int timeout_ms);
+
+/* Copies into dst up to n of the bytes this end received but did not
+ * deliver, in the order they arrived: the header of a frame being received
+ * (or refused with -EMSGSIZE) and what came after it. Returns the count. For
+ * messages about a peer that does not speak frames (a login banner, say). */
+size_t llll_sbc_peek(llll_sbc *ch, void *dst, size_t n);
 
 /* encode obj with c, then send the bytes as one frame. */
 int llll_sbc_send_obj(llll_sbc *ch, const llll_codec *c, const void *obj);
@@ -278,6 +287,11 @@ typedef struct llll_instance_opts {
                                   closed: an interpreter's script (argv
                                   {"python3", "-", NULL}, {"sh", NULL}) */
     bool keep_sigint;          /* leave SIGINT at its default in the child */
+    bool stdio_channel;        /* the channel is the child's stdin and stdout
+                                  (LLLL_SBC_FD=0,1), not fd 3: for a launcher
+                                  that carries only stdio (ssh, srun). Then
+                                  proc.on_stdout gets nothing, and code is
+                                  refused (-EINVAL). Ignored by fork. */
 } llll_instance_opts;
 
 /* Starts a program as an instance (see llll_proc_start for the errors). */
@@ -323,6 +337,14 @@ typedef struct llll_pool llll_pool;
  * say); the worker goes on serving. */
 typedef int llll_serve_fn(void *ctx, const void *arg, size_t len, llll_buf *result);
 
+/* A machine that runs workers of a pool (see llll_pool_opts.hosts). */
+typedef struct llll_host {
+    const char *const *launcher;  /* argv prefix that runs a command elsewhere,
+                                     e.g. {"ssh", "-T", "-o", "BatchMode=yes", "box1", NULL};
+                                     NULL: this machine */
+    int slots;                    /* workers on this host; 0: 1 */
+} llll_host;
+
 typedef struct llll_pool_opts {
     llll_instance_opts instance;  /* how each worker is started */
     int call_timeout_ms;          /* 0: none; past it, that worker is killed and
@@ -332,6 +354,12 @@ typedef struct llll_pool_opts {
     int start_timeout_ms;         /* Added to API.md: how long a worker may take to
                                      send its hello (start, and each replacement);
                                      0: 10 s; -1: forever */
+    const llll_host *hosts;       /* NULL: nproc local workers */
+    size_t nhosts;                /* with hosts, the pool has the sum of their slots
+                                     and nproc is ignored (see Hosts below) */
+    bool drop_failed_hosts;       /* a host whose workers fail to start makes start
+                                     leave it out (its slots go to no one), not
+                                     fail; start still fails if no worker started */
 } llll_pool_opts;
 
 /*
@@ -376,6 +404,9 @@ typedef struct llll_pool_stats {
     uint64_t crashes;    /* calls that lost their worker (-ECONNRESET) */
     uint64_t timeouts;   /* calls that ran out of call_timeout_ms */
     uint64_t respawns;   /* workers started to replace a dead one */
+    uint64_t launch_failures; /* launches on a host that failed (start included) */
+    uint64_t hosts_dropped;   /* hosts left out: at start (drop_failed_hosts),
+                                 or after failing launches in a row */
 } llll_pool_stats;
 void llll_pool_get_stats(const llll_pool *pool, llll_pool_stats *out);
 
