@@ -4,9 +4,9 @@
  *   "pids"       -> "PID PPID"
  *   "stdio"      -> what fds 0 and 1 are now: "0:null 1:stderr" when stdin
  *                   reads /dev/null and stdout is the same file as stderr
- *   "hold FIFO"  -> writes "PID PPID\n" to the FIFO, then waits for EOF on
- *                   it (the test opens it for writing and closes it), then
- *                   answers "released"
+ *   "hold A R"   -> writes "PID PPID\n" to the FIFO A, then waits for a
+ *                   byte from the FIFO R (the test keeps both open for
+ *                   reading and writing), then answers "released"
  *   "crash"      -> the worker kills itself (SIGKILL) mid-call
  * "--noisy" prints "noise N" to stdout (with printf) and "err N" to stderr
  * on every call, N counting from 1. */
@@ -44,21 +44,18 @@ static bool same_file(int a, int b)
     return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
-static int hold(const char *fifo, llll_buf *res)
+static int hold(const char *arrive, const char *release, llll_buf *res)
 {
     char line[64];
     int n = snprintf(line, sizeof line, "%ld %ld\n", (long)getpid(), (long)getppid());
-    int fd = open(fifo, O_WRONLY);
-    if (fd < 0 || write(fd, line, (size_t)n) != n)
-        return llll_buf_set(res, "hold failed", 11), 1;
-    close(fd);
-    fd = open(fifo, O_RDONLY);
+    int a = open(arrive, O_WRONLY | O_CLOEXEC), r = open(release, O_RDONLY | O_CLOEXEC);
     char c;
-    while (fd >= 0 && read(fd, &c, 1) > 0) {
-    }
-    if (fd >= 0)
-        close(fd);
-    return llll_buf_set(res, "released", 8);
+    bool ok = a >= 0 && r >= 0 && write(a, line, (size_t)n) == n && read(r, &c, 1) == 1;
+    if (a >= 0)
+        close(a);
+    if (r >= 0)
+        close(r);
+    return ok ? llll_buf_set(res, "released", 8) : (llll_buf_set(res, "hold failed", 11), 1);
 }
 
 static int op(void *ctx, const void *arg, size_t len, llll_buf *res)
@@ -78,7 +75,7 @@ static int op(void *ctx, const void *arg, size_t len, llll_buf *res)
     }
     int n;
     if (sscanf(cmd, "fib %d", &n) == 1)
-        return putf(res, "%ld%.0ld", fib(n), 0);
+        return putf(res, "%ld", fib(n), 0);
     if (strcmp(cmd, "pids") == 0)
         return putf(res, "%ld %ld", (long)getpid(), (long)getppid());
     if (strcmp(cmd, "argv") == 0) {
@@ -100,8 +97,9 @@ static int op(void *ctx, const void *arg, size_t len, llll_buf *res)
         close(null);
         return putf(res, in_null && same_file(1, 2) ? "0:null 1:stderr" : "0:%ld 1:%ld", in_null, same_file(1, 2));
     }
-    if (strncmp(cmd, "hold ", 5) == 0)
-        return hold(cmd + 5, res);
+    char a[256], r[256];
+    if (sscanf(cmd, "hold %255s %255s", a, r) == 2)
+        return hold(a, r, res);
     if (strcmp(cmd, "crash") == 0)
         raise(SIGKILL);
     return llll_buf_set(res, "unknown command", 15), 1;
