@@ -363,6 +363,37 @@ typedef struct llll_pool_opts {
 } llll_pool_opts;
 
 /*
+ * Hosts. With opts->hosts, the pool has the sum of the hosts' slots, each
+ * slot's worker on its host. A host with a NULL launcher is this machine
+ * (its workers start as without hosts); on any other, a worker is
+ *     launcher... env LLLL_SBC_FD=0,1 [the K=V of instance.proc.env] argv...
+ * with its channel on the launcher's stdin and stdout (stdio_channel): argv[0]
+ * must be a path valid on that host. A launcher whose program's name ends
+ * in "ssh" joins its words into one command line for the remote shell: the
+ * words after the launcher are then quoted for a POSIX shell, so spaces and
+ * shell characters reach the worker intact. Other launchers (srun, docker
+ * exec -i, kubectl exec -i, sudo -u) get them as separate words.
+ * A launched worker's stderr (through ssh, the remote one's, and ssh's own
+ * messages) reaches instance.proc.on_stderr, else this process's stderr,
+ * line by line, each prefixed with "[the launcher's words] " when
+ * proc.verbose. With verbose, a failed launch is told there too, with the
+ * first bytes of a peer that is not a worker (a login script's output, say).
+ * A launch fails when no hello comes: -ECONNRESET (the launcher exited: a
+ * host down, a key refused, no worker at that path; ssh says which on
+ * stderr), -EPROTO (something else answered), -ETIMEDOUT. At start that
+ * fails start, unless drop_failed_hosts: then that host is left out. Later,
+ * dead workers are relaunched as without hosts, with a back-off per host
+ * after a failed launch (100 ms, doubling up to 5 s; a call that finds only
+ * such slots waits for the first); a host whose launches fail 5 times in a
+ * row is dropped and its slots go to no one (llll_pool_size shows it,
+ * hosts_dropped counts it).
+ * Remote workers end on EOF of their channel: when the pool is freed, when
+ * this process dies, when the connection is cut (a worker busy in fn ends
+ * when fn returns, its reply having nowhere to go). A forked pool takes only
+ * local hosts, and instance.code no launched one (-EINVAL).
+ */
+
+/*
  * Starts nproc workers (0: the online processors) running argv, each of which
  * must call llll_serve. Returns once every worker answered a hello; a program
  * that is not a worker, or dies while it initialises, makes start fail
@@ -386,15 +417,16 @@ int llll_pool_fork(llll_pool **out, llll_serve_fn *fn, void *ctx, int nproc, con
  * -ETIMEDOUT (call_timeout_ms ran out; the worker was killed and replaced),
  * -EMSGSIZE (arg over max_frame: nothing sent; or the result: the worker is
  * replaced), -ECANCELED (the pool is being freed), -ECHILD (no worker left,
- * with no_respawn), or the error of starting a replacement for a dead worker
+ * with no_respawn or every host dropped), or the error of starting a replacement for a dead worker
  * this call needed (a later call tries again). A worker found dead before it
  * read the request does not fail the call: the request goes to its
  * replacement. On errors other than -EREMOTEIO, result->len is 0.
  */
 int llll_pool_call(llll_pool *pool, const void *arg, size_t len, llll_buf *result);
 
-/* The number of live workers: nproc, less those that died and were not (yet)
- * replaced (with no_respawn, or while a replacement failed to start). */
+/* The number of live workers: nproc (or the hosts' slots), less those that
+ * died and were not (yet) replaced (with no_respawn, or while a replacement
+ * failed to start, or whose host was dropped). */
 int llll_pool_size(const llll_pool *pool);
 
 /* Added to API.md: counters, read at any time from any thread. */

@@ -2,6 +2,7 @@
  *   "fib N"      -> fib(N) in decimal
  *   "argv"       -> its argv, words joined by '|'
  *   "pids"       -> "PID PPID"
+ *   "getenv K"   -> the value of K, "(unset)" when unset
  *   "stdio"      -> what fds 0 and 1 are now: "0:null 1:stderr" when stdin
  *                   reads /dev/null and stdout is the same file as stderr
  *   "hold A R"   -> writes "PID PPID\n" to the FIFO A, then waits for a
@@ -78,6 +79,10 @@ static int op(void *ctx, const void *arg, size_t len, llll_buf *res)
         return putf(res, "%ld", fib(n), 0);
     if (strcmp(cmd, "pids") == 0)
         return putf(res, "%ld %ld", (long)getpid(), (long)getppid());
+    if (strncmp(cmd, "getenv ", 7) == 0) {
+        const char *v = getenv(cmd + 7);
+        return llll_buf_set(res, v ? v : "(unset)", strlen(v ? v : "(unset)"));
+    }
     if (strcmp(cmd, "argv") == 0) {
         res->len = 0;
         for (int i = 0; i < g_argc; i++) {

@@ -150,14 +150,20 @@ START_TEST(words_reach_a_launched_worker_intact_through_a_launcher_that_joins_th
     copy_file(t_helper("remote_worker"), path);
     const char *argv[] = { path, "a b;c", "", "*", NULL };
     const char *launchers[][2] = { { fake, NULL }, { "env", NULL } };
+    /* The launcher's environment may not reach the worker: K=V entries of
+     * env go on the command line too. */
+    const char *env[] = { "LLLL_T_A=x y'z", "LLLL_T_B", NULL };
     for (int i = 0; i < 2; i++) {
         llll_host h = { launchers[i], 1 };
         llll_pool_opts o = { .hosts = &h, .nhosts = 1 };
+        o.instance.proc.env = env;
         llll_pool *p;
         ck_assert_int_eq(llll_pool_start(&p, argv, 0, &o), 0);
         char want[1200];
         snprintf(want, sizeof want, "%s|a b;c||*", path);
         call_expect(p, "argv", want);
+        call_expect(p, "getenv LLLL_T_A", "x y'z");
+        call_expect(p, "getenv LLLL_SBC_FD", "(unset)");
         llll_pool_free(p);
     }
     rm_tmp();
