@@ -368,7 +368,8 @@ typedef struct llll_pool_opts {
  * (its workers start as without hosts); on any other, a worker is
  *     launcher... env LLLL_SBC_FD=0,1 [the K=V of instance.proc.env] argv...
  * with its channel on the launcher's stdin and stdout (stdio_channel): argv[0]
- * must be a path valid on that host. A launcher whose program's name ends
+ * must be a path valid on that host (instance.proc.cwd, and env as a whole,
+ * apply to the launcher). A launcher whose program's name ends
  * in "ssh" joins its words into one command line for the remote shell: the
  * words after the launcher are then quoted for a POSIX shell, so spaces and
  * shell characters reach the worker intact. Other launchers (srun, docker

@@ -247,27 +247,33 @@ static void write_stderr(const char *s, size_t n)
 }
 
 /* One line from a host (its workers' stderr, or a message about it): to the
- * user's on_stderr if set, else to stderr; prefixed with the host's name
- * when verbose. No lock is held. */
+ * user's on_stderr if set, else to stderr (ending in '\n'); prefixed with
+ * "[host's name] " when verbose. No lock is held. */
 static void host_line(const struct host *h, const char *line, size_t len)
 {
     const llll_proc_opts *u = &h->pool->iopts.proc;
-    char buf[1024];
-    size_t k = 0;
-    if (u->verbose)
-        k = (size_t)snprintf(buf, sizeof buf, "[%s] ", h->name);
-    if (k >= sizeof buf)
-        k = sizeof buf - 1;
-    if (len > sizeof buf - 1 - k)
-        len = sizeof buf - 1 - k;   /* the rest of a long line is dropped */
-    memcpy(buf + k, line, len);
-    k += len;
-    if (k == 0 || buf[k - 1] != '\n')
+    size_t pre = u->verbose ? strlen(h->name) + 3 : 0;
+    bool nl = u->on_stderr || (len > 0 && line[len - 1] == '\n');
+    char stack[1024], *buf = stack;
+    if (pre == 0 && nl) {
+        buf = (char *)line;   /* as it is */
+    } else if (pre + len + 1 > sizeof stack && !(buf = malloc(pre + len + 1))) {
+        buf = (char *)line;   /* no memory: the line without its prefix */
+        pre = 0;
+    } else {
+        if (pre)
+            snprintf(buf, pre + 1, "[%s] ", h->name);
+        memcpy(buf + pre, line, len);
+    }
+    size_t k = pre + len;
+    if (!nl && buf != line)
         buf[k++] = '\n';
     if (u->on_stderr)
         u->on_stderr(u->userdata, buf, k);
     else
         write_stderr(buf, k);
+    if (buf != stack && buf != line)
+        free(buf);
 }
 
 static void host_stderr(void *ud, const char *line, size_t len)
@@ -511,12 +517,12 @@ static bool host_launched(llll_pool *p, int i, llll_instance *in, int rc)
     text[k] = '\0';
     char why[64];
     int status;
-    if (rc == -ECONNRESET && in && llll_instance_join(in, HOST_BACKOFF_MAX_MS, &status) == 0)
+    if (rc == -ECONNRESET && in && llll_instance_join(in, 1000, &status) == 0)
         snprintf(why, sizeof why, "it exited (status %d) before its hello",
                  WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
     else
         snprintf(why, sizeof why, "%s", llll_strerror(rc));
-    int m = snprintf(line, sizeof line, "llll: worker launch failed: %s%s%s%s%s", why,
+    int m = snprintf(line, sizeof line, "llll: worker launch failed: %s%s%s%s%s\n", why,
                      n ? "; not a worker, it sent \"" : "", text, n ? "\"" : "",
                      !dropped ? "" : p->starting ? "; host left out" : "; host dropped after failed launches in a row");
     host_line(h, line, m < 0 ? 0 : (size_t)m < sizeof line ? (size_t)m : sizeof line - 1);
