@@ -160,6 +160,8 @@ static struct host *host_of(llll_pool *p, int slot);
 static int spawn(llll_pool *p, int i, llll_instance **out)
 {
     struct host *h = host_of(p, i);
+    if (h && p->starting && h->dropped)
+        return -ECANCELED;   /* left out at start */
     if (h && h->argv)
         return llll_instance_start(out, (const char *const *)h->argv, &h->iopts);
     if (p->argv)
@@ -206,7 +208,6 @@ static void lock(llll_pool *p) { pthread_mutex_lock(&p->mu); }
 #define HOST_MAX_FAILS 5
 #define HOST_BACKOFF_MS 100
 #define HOST_BACKOFF_MAX_MS 5000
-
 
 static int64_t mono_ms(void)
 {
@@ -439,11 +440,11 @@ static struct host *host_of(llll_pool *p, int slot)
 static bool host_may_launch(llll_pool *p, int i, int64_t *wake)
 {
     struct host *h = host_of(p, i);
-    if (!h || h->fails == 0)
-        return !h || !h->dropped;
+    if (!h)
+        return true;
     if (h->dropped)
         return false;
-    if (mono_ms() >= h->retry_at)
+    if (h->fails == 0 || mono_ms() >= h->retry_at)
         return true;
     if (wake && (*wake < 0 || h->retry_at < *wake))
         *wake = h->retry_at;
@@ -534,6 +535,8 @@ static bool host_launched(llll_pool *p, int i, llll_instance *in, int rc)
  * (0); else rc, which fails start. */
 static int host_start_failed(llll_pool *p, int i, int rc)
 {
+    if (host_of(p, i) && host_of(p, i)->dropped)
+        return 0;   /* left out already (start runs on one thread) */
     if (!host_launched(p, i, p->slots[i].in, rc))
         return rc;
     if (!p->start_error)

@@ -266,6 +266,18 @@ START_TEST(with_drop_failed_hosts_start_leaves_out_a_host_whose_launch_fails)
     ck_assert_int_eq(llll_pool_size(p), 1);   /* its slots went to no one */
     llll_pool_free(p);
 
+    /* A launcher that cannot even start: its host is left out once. */
+    const char *missing[] = { "/nonexistent/ssh", "box", NULL };
+    llll_host two[] = { { missing, 2 }, { NULL, 1 } };
+    o.hosts = two;
+    ck_assert_int_eq(llll_pool_start(&p, worker(NULL), 0, &o), 0);
+    ck_assert_int_eq(llll_pool_size(p), 1);
+    llll_pool_get_stats(p, &st);
+    ck_assert_int_eq(st.hosts_dropped, 1);
+    ck_assert_int_eq(st.launch_failures, 1);
+    call_expect(p, "fib 10", "55");
+    llll_pool_free(p);
+
     /* Every host left out: start fails with the first error. */
     o.nhosts = 1;
     o.hosts = &hosts[1];
