@@ -378,6 +378,54 @@ START_TEST(a_host_whose_port_has_no_server_fails_start_naming_it_or_is_left_out)
 }
 END_TEST
 
+START_TEST(a_login_banner_on_stdout_fails_start_showing_the_banner)
+{
+    /* The remote command line starts with a greeting, as a chatty shell
+     * startup file would print. */
+    const char *const *ssh = ssh_to("llll-test");
+    const char *banner[] = { ssh[0], ssh[1], ssh[2], ssh[3], ssh[4], "echo Welcome to box1;", NULL };
+    llll_host h = { banner, 1 };
+    llll_pool_opts o = { .hosts = &h, .nhosts = 1 };
+    o.instance.proc.on_stderr = keep_line;
+    o.instance.proc.verbose = true;
+    llll_pool *p;
+    ck_assert_int_eq(llll_pool_start(&p, worker_in("banner", NULL), 0, &o), -EPROTO);
+    ck_assert_msg(strstr(kept(), "llll: worker launch failed: Protocol error; not a worker, it sent "
+                                 "\"Welcome to box1\\n"),
+                  "%s", kept());
+    llll_buf_free(&lines);
+    assert_all_end(dir);
+}
+END_TEST
+
+START_TEST(a_host_whose_relaunches_fail_five_times_in_a_row_is_dropped)
+{
+    llll_host h = { ssh_to("llll-test"), 1 };
+    llll_pool_opts o = { .hosts = &h, .nhosts = 1 };
+    o.instance.proc.on_stderr = keep_line;   /* env's complaints */
+    llll_pool *p;
+    const char *const *argv = worker_in("gone", NULL);
+    ck_assert_int_eq(llll_pool_start(&p, argv, 0, &o), 0);
+    ck_assert_int_eq(unlink(argv[0]), 0);   /* no worker on that host any more */
+    llll_buf r = LLLL_BUF_INIT;
+    ck_assert_int_eq(llll_pool_call(p, "crash", 5, &r), -ECONNRESET);
+    int calls = 0, rc;
+    while ((rc = llll_pool_call(p, "fib 5", 5, &r)) == -ECONNRESET && calls < 10)
+        calls++;
+    ck_assert_int_eq(rc, -ECHILD);
+    ck_assert_int_eq(calls, 4);
+    ck_assert_int_eq(llll_pool_size(p), 0);
+    llll_pool_stats st;
+    llll_pool_get_stats(p, &st);
+    ck_assert_int_eq(st.launch_failures, 5);
+    ck_assert_int_eq(st.hosts_dropped, 1);
+    llll_buf_free(&r);
+    llll_pool_free(p);
+    ck_assert_msg(strstr(kept(), "No such file or directory"), "%s", kept());
+    llll_buf_free(&lines);
+}
+END_TEST
+
 START_TEST(freeing_the_pool_leaves_no_worker_process)
 {
     llll_host h = { ssh_to("llll-test"), 2 };
@@ -430,6 +478,8 @@ static Suite *remote_suite(void)
     tcase_add_test(tc, a_worker_printing_to_stdout_on_every_call_through_ssh_gets_its_results_right);
     tcase_add_test(tc, a_killed_ssh_session_fails_its_call_as_a_crash_then_the_worker_is_relaunched);
     tcase_add_test(tc, a_host_whose_port_has_no_server_fails_start_naming_it_or_is_left_out);
+    tcase_add_test(tc, a_login_banner_on_stdout_fails_start_showing_the_banner);
+    tcase_add_test(tc, a_host_whose_relaunches_fail_five_times_in_a_row_is_dropped);
     tcase_add_test(tc, freeing_the_pool_leaves_no_worker_process);
     tcase_add_test(tc, a_killed_master_leaves_no_worker_process);
     suite_add_tcase(s, tc);
