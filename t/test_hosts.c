@@ -211,6 +211,39 @@ START_TEST(workers_stderr_and_stray_stdout_reach_on_stderr_prefixed_with_the_hos
 }
 END_TEST
 
+START_TEST(without_on_stderr_a_hosts_lines_reach_this_processs_stderr_prefixed_when_verbose)
+{
+    int ep[2];
+    ck_assert_int_eq(pipe2(ep, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(ep[1], 2);
+        llll_host h = { env_launcher, 1 };
+        llll_pool_opts o = { .hosts = &h, .nhosts = 1 };
+        o.instance.proc.verbose = true;
+        llll_pool *p;
+        llll_buf r = LLLL_BUF_INIT;
+        if (llll_pool_start(&p, worker("--noisy"), 0, &o) != 0 || llll_pool_call(p, "fib 3", 5, &r) != 0)
+            _exit(1);
+        llll_pool_free(p);
+        _exit(0);
+    }
+    close(ep[1]);
+    char all[8192];
+    size_t n = 0;
+    ssize_t r;
+    while (n < sizeof all - 1 && (r = read(ep[0], all + n, sizeof all - 1 - n)) > 0)
+        n += (size_t)r;
+    all[n] = '\0';
+    close(ep[0]);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    ck_assert_msg(strstr(all, "[env] noise 1\n[env] err 1\n"), "%s", all);
+}
+END_TEST
+
 START_TEST(a_worker_printing_before_its_hello_is_refused_showing_what_it_printed)
 {
     const char *banner[] = { "sh", "-c", "echo Welcome to box1; exec \"$@\"", "sh", NULL };
@@ -349,6 +382,7 @@ static Suite *hosts_suite(void)
     tcase_add_test(tc, words_reach_a_launched_worker_intact_through_a_launcher_that_joins_them);
     tcase_add_test(tc, a_launched_worker_that_crashes_is_relaunched_through_its_launcher);
     tcase_add_test(tc, workers_stderr_and_stray_stdout_reach_on_stderr_prefixed_with_the_host_when_verbose);
+    tcase_add_test(tc, without_on_stderr_a_hosts_lines_reach_this_processs_stderr_prefixed_when_verbose);
     tcase_add_test(tc, a_worker_printing_before_its_hello_is_refused_showing_what_it_printed);
     tcase_add_test(tc, start_fails_naming_a_host_whose_launch_fails);
     tcase_add_test(tc, with_drop_failed_hosts_start_leaves_out_a_host_whose_launch_fails);
