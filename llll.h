@@ -390,7 +390,9 @@ typedef struct llll_pool_opts {
  * hosts_dropped counts it).
  * Remote workers end on EOF of their channel: when the pool is freed, when
  * this process dies, when the connection is cut (a worker busy in fn ends
- * when fn returns, its reply having nowhere to go). A forked pool takes only
+ * when fn returns, its reply having nowhere to go). call_timeout_ms kills
+ * the launcher: the remote worker, cut off, also ends when fn returns, so a
+ * fn that never returns is the host's to kill. A forked pool takes only
  * local hosts, and instance.code no launched one (-EINVAL).
  */
 
