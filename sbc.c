@@ -200,20 +200,18 @@ static int move_off_stdio(int *rfd, int *wfd)
             close(r);
         return -e;
     }
-    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    /* stdout goes to stderr if that is open and not the channel too */
+    bool to_err = *rfd != 2 && *wfd != 2 && fcntl(2, F_GETFD) >= 0;
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);   /* on 2 if 2 was closed */
     int old[2] = { *rfd, *wfd };
     for (int i = 0; i < 2; i++) {
-        int fd = old[i];
-        if (fd > 2)
+        int fd = old[i], to = fd == 1 && to_err ? 2 : null;
+        if (fd > 2 || fd == to)
             continue;
-        /* stdout goes to stderr unless stderr was the channel too */
-        int to = fd == 1 && *rfd != 2 && *wfd != 2 ? 2 : null;
-        if (to >= 0)
-            (void)dup2(to, fd);
-        else
-            close(fd);
+        if (to < 0 || dup2(to, fd) < 0)
+            close(fd);   /* never left on the channel */
     }
-    if (null >= 0)
+    if (null > 2)
         close(null);
     *rfd = r;
     *wfd = w;

@@ -74,6 +74,22 @@ static void write_file(const char *path, const char *text, mode_t mode)
     close(fd);
 }
 
+/* Over the socket sock: the child pid sends the frame "frame", then exits 0. */
+static void expect_frame_and_exit_0(int sock, pid_t pid)
+{
+    llll_sbc *ch;
+    ck_assert_int_eq(llll_sbc_open(&ch, sock, sock), 0);
+    llll_buf f = LLLL_BUF_INIT;
+    ck_assert_int_eq(llll_sbc_recv(ch, &f, -1), 0);
+    ck_assert_int_eq(f.len, 5);
+    ck_assert_int_eq(memcmp(f.data, "frame", 5), 0);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    llll_buf_free(&f);
+    llll_sbc_close(ch);
+}
+
 /* ---------------------------------------------------------------- tests */
 
 START_TEST(sbc_child_moves_a_stdio_channel_off_fds_0_and_1_and_stdout_to_stderr)
@@ -100,21 +116,37 @@ START_TEST(sbc_child_moves_a_stdio_channel_off_fds_0_and_1_and_stdout_to_stderr)
     }
     close(sv[1]);
     close(ep[1]);
-    llll_sbc *ch;
-    ck_assert_int_eq(llll_sbc_open(&ch, sv[0], sv[0]), 0);
-    llll_buf f = LLLL_BUF_INIT;
-    ck_assert_int_eq(llll_sbc_recv(ch, &f, -1), 0);
-    ck_assert_int_eq(f.len, 5);
-    ck_assert_int_eq(memcmp(f.data, "frame", 5), 0);
+    expect_frame_and_exit_0(sv[0], pid);
     char err[16] = "";
     ck_assert_int_eq(read(ep[0], err, sizeof err - 1), 6);
     ck_assert_str_eq(err, "stray\n");
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    llll_buf_free(&f);
-    llll_sbc_close(ch);
     close(ep[0]);
+}
+END_TEST
+
+START_TEST(sbc_child_with_stderr_closed_points_stdout_at_dev_null)
+{
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(sv[1], 0);
+        dup2(sv[1], 1);
+        close(2);
+        setenv("LLLL_SBC_FD", "0,1", 1);
+        llll_sbc *ch;
+        if (llll_sbc_child(&ch) != 0)
+            _exit(2);
+        printf("stray\n");
+        fflush(stdout);
+        struct stat null, out;
+        if (stat("/dev/null", &null) != 0 || fstat(1, &out) != 0 || out.st_rdev != null.st_rdev)
+            _exit(3);
+        _exit(llll_sbc_send(ch, "frame", 5) == 0 ? 0 : 4);
+    }
+    close(sv[1]);
+    expect_frame_and_exit_0(sv[0], pid);
 }
 END_TEST
 
@@ -378,6 +410,7 @@ static Suite *hosts_suite(void)
     TCase *tc = tcase_create("launchers");
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, sbc_child_moves_a_stdio_channel_off_fds_0_and_1_and_stdout_to_stderr);
+    tcase_add_test(tc, sbc_child_with_stderr_closed_points_stdout_at_dev_null);
     tcase_add_test(tc, launched_and_local_workers_serve_one_pool_with_the_channel_on_stdio);
     tcase_add_test(tc, words_reach_a_launched_worker_intact_through_a_launcher_that_joins_them);
     tcase_add_test(tc, a_launched_worker_that_crashes_is_relaunched_through_its_launcher);
