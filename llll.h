@@ -369,11 +369,11 @@ typedef struct llll_pool_opts {
  *     launcher... env LLLL_SBC_FD=0,1 [the K=V of instance.proc.env] argv...
  * with its channel on the launcher's stdin and stdout (stdio_channel): argv[0]
  * must be a path valid on that host (instance.proc.cwd, and env as a whole,
- * apply to the launcher). A launcher whose program's name ends
- * in "ssh" joins its words into one command line for the remote shell: the
- * words after the launcher are then quoted for a POSIX shell, so spaces and
- * shell characters reach the worker intact. Other launchers (srun, docker
- * exec -i, kubectl exec -i, sudo -u) get them as separate words.
+ * apply to the launcher). A launcher whose program's name ends in "ssh"
+ * joins its words into one command line for the remote shell: the words
+ * after the launcher are then quoted for a POSIX shell, so spaces and shell
+ * characters reach the worker intact. Other launchers (srun, docker exec -i,
+ * kubectl exec -i, sudo -u) get them as separate words.
  * A launched worker's stderr (through ssh, the remote one's, and ssh's own
  * messages) reaches instance.proc.on_stderr, else this process's stderr,
  * line by line, each prefixed with "[the launcher's words] " when
@@ -420,10 +420,11 @@ int llll_pool_fork(llll_pool **out, llll_serve_fn *fn, void *ctx, int nproc, con
  * -ETIMEDOUT (call_timeout_ms ran out; the worker was killed and replaced),
  * -EMSGSIZE (arg over max_frame: nothing sent; or the result: the worker is
  * replaced), -ECANCELED (the pool is being freed), -ECHILD (no worker left,
- * with no_respawn or every host dropped), or the error of starting a replacement for a dead worker
- * this call needed (a later call tries again). A worker found dead before it
- * read the request does not fail the call: the request goes to its
- * replacement. On errors other than -EREMOTEIO, result->len is 0.
+ * with no_respawn, or every host dropped), or the error of starting a
+ * replacement for a dead worker this call needed (a later call tries
+ * again). A worker found dead before it read the request does not fail the
+ * call: the request goes to its replacement. On errors other than
+ * -EREMOTEIO, result->len is 0.
  */
 int llll_pool_call(llll_pool *pool, const void *arg, size_t len, llll_buf *result);
 
