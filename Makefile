@@ -336,3 +336,25 @@ musl:
 size:
 	@$(MAKE) --no-print-directory -s B=build/os CFLAGS="-Os" build/os/libllll.a
 	@size build/os/libllll.a | awk 'NR==1 {print} NR>1 {print; t += $$1} END {printf "total text: %d bytes\n", t}'
+
+# ---------------------------------------------------------------- remote
+# Pools whose workers run through a real OpenSSH server, started for the run
+# on 127.0.0.1 with temporary keys and configuration (t/remote/with_sshd;
+# needs Debian's openssh-server). bench-remote measures the same pools.
+# LLLL_T_POOL_MAP=1 adds the tests and measures of llll_pool_map.
+.PHONY: test-remote bench-remote
+LLLL_T_POOL_MAP = 0
+REMOTE_CFLAGS = -DLLLL_T_POOL_MAP=$(LLLL_T_POOL_MAP)
+$(B)/t/remote_run: t/main.c t/remote/test_remote.c t/t.h t/t_hosts.h $(LIB_A) | $(B)/.dirs
+	$(CC) $(ALL_CFLAGS) $(REMOTE_CFLAGS) $(CHECK_CFLAGS) -I. -It -o $@ t/main.c t/remote/test_remote.c $(ALL_LDFLAGS) $(LIB_A) $(CHECK_LIBS) $(LDLIBS)
+
+$(B)/t/remote_bench: t/remote/bench_remote.c bench/bench.h $(LIB_A) | $(B)/.dirs
+	$(CC) $(ALL_CFLAGS) $(REMOTE_CFLAGS) -I. -o $@ $< $(ALL_LDFLAGS) $(LIB_A) $(LDLIBS)
+
+test-remote: check-dep
+	@$(MAKE) --no-print-directory $(B)/t/remote_run $(B)/t/helper_remote_worker
+	LLLL_T_DIR=$(B)/t t/remote/with_sshd $(B)/t/remote_run
+
+bench-remote:
+	@$(MAKE) --no-print-directory $(B)/t/remote_bench $(B)/t/helper_remote_worker
+	t/remote/with_sshd $(B)/t/remote_bench $(B)/t/helper_remote_worker
