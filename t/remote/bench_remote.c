@@ -1,5 +1,5 @@
 /* Pools through ssh against the same pools local: calls/s with 2 workers and
- * 2 calling threads (and map items/s with LLLL_T_POOL_MAP=1), as a ratio of
+ * 2 calling threads, and map items/s with 2 workers, as a ratio of
  * medians over alternating runs; and the time to start a pool of 1 and of 4
  * workers through ssh, against `ssh host true` in the same run, then the same
  * through an ssh ControlMaster. Run by `make bench-remote`, under
@@ -13,10 +13,6 @@
 
 #include "../../bench/bench.h"
 #include "llll.h"
-
-#ifndef LLLL_T_POOL_MAP
-#define LLLL_T_POOL_MAP 0
-#endif
 
 #define RUNS 5
 #define CALLS_PER_THREAD 5000
@@ -103,7 +99,6 @@ static double calls_per_s(llll_pool *p)
     return 2.0 * CALLS_PER_THREAD / (now() - t0);
 }
 
-#if LLLL_T_POOL_MAP
 #define MAP_ITEMS 200000
 static int map_arg(void *ctx, size_t i, llll_buf *arg)
 {
@@ -128,7 +123,6 @@ static double items_per_s(llll_pool *p)
         abort();
     return MAP_ITEMS / (now() - t0);
 }
-#endif
 
 int main(int argc, char **argv)
 {
@@ -159,7 +153,6 @@ int main(int argc, char **argv)
     double mr = median(cr, RUNS), ml = median(cl, RUNS);
     printf("calls/s, 2 workers, 2 threads (median of %d): ssh %.0f, local %.0f, ssh/local %.3f\n", RUNS,
            mr, ml, mr / ml);
-#if LLLL_T_POOL_MAP
     double ir[RUNS], il[RUNS];
     for (int r = 0; r < RUNS; r++) {
         ir[r] = items_per_s(remote);
@@ -169,7 +162,6 @@ int main(int argc, char **argv)
     ml = median(il, RUNS);
     printf("map items/s, 2 workers (median of %d): ssh %.0f, local %.0f, ssh/local %.3f\n", RUNS, mr, ml,
            mr / ml);
-#endif
     llll_pool_free(remote);
     llll_pool_free(local);
     return 0;

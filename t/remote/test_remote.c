@@ -23,12 +23,6 @@
 #include "t.h"
 #include "t_hosts.h"
 
-/* Set to 1 (make test-remote LLLL_T_POOL_MAP=1) once llll_pool_map is in
- * llll.h: the fib pool then also serves a map. */
-#ifndef LLLL_T_POOL_MAP
-#define LLLL_T_POOL_MAP 0
-#endif
-
 /* ------------------------------------------------------------- helpers */
 
 static const char *ssh_argv[6];
@@ -220,7 +214,6 @@ static pid_t sshd_of(pid_t pid)
     return 0;
 }
 
-#if LLLL_T_POOL_MAP
 static int fib_arg(void *ctx, size_t i, llll_buf *arg)
 {
     (void)ctx;
@@ -239,7 +232,6 @@ static int fib_result(void *ctx, size_t i, int rc, const void *result, size_t le
     (*checked)++;
     return 0;
 }
-#endif
 
 /* ---------------------------------------------------------------- tests */
 
@@ -275,11 +267,9 @@ START_TEST(two_ssh_workers_and_one_local_serve_fib_by_calls_and_a_map)
     }
 
     fib_from_three_threads(p);
-#if LLLL_T_POOL_MAP
     int checked = 0;
     ck_assert_int_eq(llll_pool_map(p, 30, fib_arg, fib_result, &checked, NULL), 0);
     ck_assert_int_eq(checked, 30);
-#endif
     llll_pool_free(p);
 }
 END_TEST
