@@ -387,6 +387,94 @@ START_TEST(a_host_whose_relaunches_fail_five_times_in_a_row_is_dropped)
 }
 END_TEST
 
+static int fib_item(void *ctx, size_t i, llll_buf *arg)
+{
+    (void)ctx;
+    char cmd[32];
+    int n = snprintf(cmd, sizeof cmd, "fib %zu", i % 25 + 1);
+    return llll_buf_set(arg, cmd, (size_t)n);
+}
+
+static int fib_checked(void *ctx, size_t i, int rc, const void *result, size_t len)
+{
+    size_t *checked = ctx;
+    char want[32];
+    snprintf(want, sizeof want, "%ld", fib((int)(i % 25) + 1));
+    ck_assert_int_eq(rc, 0);
+    ck_assert(len == strlen(want) && memcmp(result, want, len) == 0);
+    ck_assert_uint_eq(i, *checked);
+    ++*checked;
+    return 0;
+}
+
+/* On a thread of its own (no worker used last): asks its worker whether the
+ * launcher below started it, and crashes it if so (the next call of a thread
+ * goes to the worker it used last). */
+static void *crash_if_launched(void *arg)
+{
+    llll_pool *p = arg;
+    llll_buf r = LLLL_BUF_INIT;
+    const char *cmd = "getenv LAUNCHED";
+    intptr_t crashed = 0;
+    if (llll_pool_call(p, cmd, strlen(cmd), &r) == 0 && r.len == 3 && memcmp(r.data, "yes", 3) == 0)
+        crashed = llll_pool_call(p, "crash", 5, &r) == -ECONNRESET;
+    llll_buf_free(&r);
+    return (void *)crashed;
+}
+
+START_TEST(a_map_goes_on_with_the_workers_left_when_a_host_is_left_out_or_cannot_relaunch)
+{
+    llll_pool_opts o = { .nhosts = 2, .drop_failed_hosts = true };
+    o.instance.proc.on_stderr = keep_line;
+    llll_pool *p;
+    size_t checked = 0;
+
+    /* A host left out at start: its slots stay dead, the map uses the rest. */
+    const char *missing[] = { "/nonexistent/ssh", "box", NULL };
+    llll_host two[] = { { missing, 2 }, { NULL, 1 } };
+    o.hosts = two;
+    ck_assert_int_eq(llll_pool_start(&p, worker(NULL), 0, &o), 0);
+    ck_assert_int_eq(llll_pool_size(p), 1);
+    ck_assert_int_eq(llll_pool_map(p, 500, fib_item, fib_checked, &checked, NULL), 0);
+    ck_assert_uint_eq(checked, 500);
+    ck_assert_int_eq(llll_pool_size(p), 1);
+    llll_pool_free(p);
+
+    /* A launched worker that crashed and whose relaunch failed: the map
+     * runs on the local worker while that host backs off. */
+    char flag[1024];
+    snprintf(flag, sizeof flag, "%s", tmp_path("up"));
+    write_file(flag, "", 0644);
+    const char *flaky[] = { "sh", "-c", "export LAUNCHED=yes; [ -e \"$0\" ] && exec \"$@\"; exit 255", flag,
+                            NULL };
+    llll_host hosts[] = { { flaky, 1 }, { NULL, 1 } };
+    o.hosts = hosts;
+    ck_assert_int_eq(llll_pool_start(&p, worker(NULL), 0, &o), 0);
+    ck_assert_int_eq(llll_pool_size(p), 2);
+    ck_assert_int_eq(unlink(flag), 0);
+    intptr_t crashed = 0;
+    for (int t = 0; t < 4 && !crashed; t++) {
+        pthread_t th;
+        void *ret;
+        ck_assert_int_eq(pthread_create(&th, NULL, crash_if_launched, p), 0);
+        pthread_join(th, &ret);
+        crashed = (intptr_t)ret;
+    }
+    ck_assert_msg(crashed, "no thread reached the launched worker");
+    ck_assert_int_eq(llll_pool_size(p), 1);
+    llll_pool_stats st;
+    llll_pool_get_stats(p, &st);
+    ck_assert_int_eq(st.launch_failures, 1);
+    checked = 0;
+    ck_assert_int_eq(llll_pool_map(p, 500, fib_item, fib_checked, &checked, NULL), 0);
+    ck_assert_uint_eq(checked, 500);
+    ck_assert_int_eq(llll_pool_size(p), 1);
+    llll_pool_free(p);
+    llll_buf_free(&lines);
+    rm_tmp();
+}
+END_TEST
+
 START_TEST(start_refuses_hosts_it_cannot_launch_on)
 {
     llll_pool *p;
@@ -421,6 +509,7 @@ static Suite *hosts_suite(void)
     tcase_add_test(tc, with_drop_failed_hosts_start_leaves_out_a_host_whose_launch_fails);
     tcase_add_test(tc, a_host_whose_relaunches_fail_five_times_in_a_row_is_dropped);
     tcase_add_test(tc, start_refuses_hosts_it_cannot_launch_on);
+    tcase_add_test(tc, a_map_goes_on_with_the_workers_left_when_a_host_is_left_out_or_cannot_relaunch);
     suite_add_tcase(s, tc);
     return s;
 }
