@@ -469,8 +469,10 @@ typedef struct llll_pool_opts {
  *     launcher... env LLLL_SBC_FD=0,1 [the K=V of instance.proc.env] argv...
  * with its channel on the launcher's stdin and stdout (stdio_channel): argv[0]
  * must be a path valid on that host (instance.proc.cwd, and env as a whole,
- * apply to the launcher). A launcher whose program's name ends in "ssh"
- * joins its words into one command line for the remote shell: the words
+ * apply to the launcher; proc.new_group does not: the launcher is signalled
+ * alone, never its process group, so that srun, say, can cancel its job). A
+ * launcher whose program's name ends in "ssh" joins its words into one
+ * command line for the remote shell: the words
  * after the launcher are then quoted for a POSIX shell, so spaces and shell
  * characters reach the worker intact. Other launchers (srun, docker exec -i,
  * kubectl exec -i, sudo -u) get them as separate words.
@@ -484,10 +486,12 @@ typedef struct llll_pool_opts {
  * stderr), -EPROTO (something else answered), -ETIMEDOUT. At start that
  * fails start, unless drop_failed_hosts: then that host is left out. Later,
  * dead workers are relaunched as without hosts, with a back-off per host
- * after a failed launch (100 ms, doubling up to 5 s; a call that finds only
- * such slots waits for the first); a host whose launches fail 5 times in a
- * row is dropped and its slots go to no one (llll_pool_size shows it,
- * hosts_dropped counts it).
+ * after a failed launch (100 ms, doubling up to 5 s). While other workers
+ * live, calls and maps wait for them rather than fail on a host's failed
+ * relaunch; a call or a map that finds only slots backing off waits for the
+ * first, tries it, and gets its error if it fails. A host whose launches
+ * fail 5 times in a row is dropped and its slots go to no one
+ * (llll_pool_size shows it, hosts_dropped counts it).
  * Remote workers end on EOF of their channel: when the pool is freed, when
  * this process dies, when the connection is cut (a worker busy in fn ends
  * when fn returns, its reply having nowhere to go). call_timeout_ms kills

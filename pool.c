@@ -949,7 +949,11 @@ static int acquire(llll_pool *p, struct waiter *w, int *slot)
             int rc = respawn(p, dead);
             if (rc == 0)
                 *slot = dead;
-            return rc;
+            /* A host's failed launch fails the caller only when no worker
+             * is left: else it waits for those (the host now backs off). */
+            if (rc == 0 || rc == -ECANCELED || !host_of(p, dead) || alive == 0 || p->closing)
+                return rc;
+            continue;
         }
         if (alive == 0 && (wake < 0 || p->no_respawn))
             return -ECHILD;
@@ -2311,11 +2315,9 @@ static int pool_new(llll_pool **out, const char *const argv[], llll_serve_fn *fn
     }
     int live = 0;
     for (int i = 0; i < nproc; i++) {
-        if (p->slots[i].in) {
-            live++;
-        } else {
+        live += p->slots[i].in != NULL;
+        if (!p->slots[i].in)
             p->slots[i].state = SLOT_DEAD;   /* its host was left out */
-        }
     }
     if (rc == 0 && live == 0)
         rc = p->start_error;   /* every host was left out */

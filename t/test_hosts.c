@@ -422,6 +422,21 @@ static void *crash_if_launched(void *arg)
     return (void *)crashed;
 }
 
+/* Crashes the worker started by the launcher below, from new threads, one
+ * at a time, until one reaches it. */
+static void crash_the_launched_worker(llll_pool *p)
+{
+    intptr_t crashed = 0;
+    for (int t = 0; t < 4 && !crashed; t++) {
+        pthread_t th;
+        void *ret;
+        ck_assert_int_eq(pthread_create(&th, NULL, crash_if_launched, p), 0);
+        pthread_join(th, &ret);
+        crashed = (intptr_t)ret;
+    }
+    ck_assert_msg(crashed, "no thread reached the launched worker");
+}
+
 START_TEST(a_map_goes_on_with_the_workers_left_when_a_host_is_left_out_or_cannot_relaunch)
 {
     llll_pool_opts o = { .nhosts = 2, .drop_failed_hosts = true };
@@ -452,15 +467,7 @@ START_TEST(a_map_goes_on_with_the_workers_left_when_a_host_is_left_out_or_cannot
     ck_assert_int_eq(llll_pool_start(&p, worker(NULL), 0, &o), 0);
     ck_assert_int_eq(llll_pool_size(p), 2);
     ck_assert_int_eq(unlink(flag), 0);
-    intptr_t crashed = 0;
-    for (int t = 0; t < 4 && !crashed; t++) {
-        pthread_t th;
-        void *ret;
-        ck_assert_int_eq(pthread_create(&th, NULL, crash_if_launched, p), 0);
-        pthread_join(th, &ret);
-        crashed = (intptr_t)ret;
-    }
-    ck_assert_msg(crashed, "no thread reached the launched worker");
+    crash_the_launched_worker(p);
     ck_assert_int_eq(llll_pool_size(p), 1);
     llll_pool_stats st;
     llll_pool_get_stats(p, &st);
@@ -470,6 +477,82 @@ START_TEST(a_map_goes_on_with_the_workers_left_when_a_host_is_left_out_or_cannot
     ck_assert_uint_eq(checked, 500);
     ck_assert_int_eq(llll_pool_size(p), 1);
     llll_pool_free(p);
+    llll_buf_free(&lines);
+    rm_tmp();
+}
+END_TEST
+
+/* The local worker held by a call "hold A R" until the second failed launch
+ * is told on on_stderr (verbose): then a byte on the FIFO R releases it. */
+static int failed_launches, release_fd = -1;
+static char hold_cmd[2200];
+
+static void release_at_second_failed_launch(void *ud, const char *line, size_t len)
+{
+    keep_line(ud, line, len);
+    if (memmem(line, len, "worker launch failed", 20) && ++failed_launches == 2)
+        ck_assert_int_eq(write(release_fd, "x", 1), 1);
+}
+
+static void *hold_call(void *arg)
+{
+    llll_buf r = LLLL_BUF_INIT;
+    intptr_t ok = llll_pool_call(arg, hold_cmd, strlen(hold_cmd), &r) == 0 && r.len == 8 &&
+                  memcmp(r.data, "released", 8) == 0;
+    llll_buf_free(&r);
+    return (void *)ok;
+}
+
+START_TEST(a_failed_relaunch_does_not_fail_a_call_while_other_workers_live)
+{
+    char flag[1024], arrive[1024], release[1024];
+    snprintf(flag, sizeof flag, "%s", tmp_path("up"));
+    snprintf(arrive, sizeof arrive, "%s", tmp_path("arrive"));
+    snprintf(release, sizeof release, "%s", tmp_path("release"));
+    ck_assert_int_eq(mkfifo(arrive, 0600), 0);
+    ck_assert_int_eq(mkfifo(release, 0600), 0);
+    int arrive_fd = open(arrive, O_RDWR | O_CLOEXEC);
+    release_fd = open(release, O_RDWR | O_CLOEXEC);
+    ck_assert(arrive_fd >= 0 && release_fd >= 0);
+    snprintf(hold_cmd, sizeof hold_cmd, "hold %s %s", arrive, release);
+    write_file(flag, "", 0644);
+    const char *flaky[] = { "sh", "-c", "export LAUNCHED=yes; [ -e \"$0\" ] && exec \"$@\"; exit 255", flag,
+                            NULL };
+    llll_host hosts[] = { { flaky, 1 }, { NULL, 1 } };
+    llll_pool_opts o = { .hosts = hosts, .nhosts = 2 };
+    o.instance.proc.on_stderr = release_at_second_failed_launch;
+    o.instance.proc.verbose = true;
+    failed_launches = 0;
+    llll_pool *p;
+    ck_assert_int_eq(llll_pool_start(&p, worker(NULL), 0, &o), 0);
+
+    /* The launched worker crashes and cannot be relaunched (failure 1). */
+    ck_assert_int_eq(unlink(flag), 0);
+    crash_the_launched_worker(p);
+    ck_assert_int_eq(failed_launches, 1);
+
+    /* The local worker, the only idle one, is held. */
+    pthread_t holder;
+    ck_assert_int_eq(pthread_create(&holder, NULL, hold_call, p), 0);
+    char c;
+    do
+        ck_assert_int_eq(read(arrive_fd, &c, 1), 1);
+    while (c != '\n');
+
+    /* This call waits out the back-off, fails the relaunch (failure 2, which
+     * releases the local worker) and is served by the local worker. */
+    call_expect(p, "fib 10", "55");
+    void *held;
+    pthread_join(holder, &held);
+    ck_assert(held);
+    llll_pool_stats st;
+    llll_pool_get_stats(p, &st);
+    ck_assert_int_ge(st.launch_failures, 2);
+    ck_assert_int_eq(st.crashes, 1);
+    ck_assert_int_eq(llll_pool_size(p), 1);
+    llll_pool_free(p);
+    close(arrive_fd);
+    close(release_fd);
     llll_buf_free(&lines);
     rm_tmp();
 }
@@ -510,6 +593,7 @@ static Suite *hosts_suite(void)
     tcase_add_test(tc, a_host_whose_relaunches_fail_five_times_in_a_row_is_dropped);
     tcase_add_test(tc, start_refuses_hosts_it_cannot_launch_on);
     tcase_add_test(tc, a_map_goes_on_with_the_workers_left_when_a_host_is_left_out_or_cannot_relaunch);
+    tcase_add_test(tc, a_failed_relaunch_does_not_fail_a_call_while_other_workers_live);
     suite_add_tcase(s, tc);
     return s;
 }
