@@ -558,6 +558,36 @@ START_TEST(a_failed_relaunch_does_not_fail_a_call_while_other_workers_live)
 }
 END_TEST
 
+/* The pid of the worker that answers this thread's next call. */
+static pid_t worker_pid(llll_pool *p)
+{
+    llll_buf r = LLLL_BUF_INIT;
+    ck_assert_int_eq(llll_pool_call(p, "pids", 4, &r), 0);
+    long pid = 0;
+    ck_assert_int_eq(sscanf(r.data, "%ld", &pid), 1);
+    llll_buf_free(&r);
+    return (pid_t)pid;
+}
+
+START_TEST(a_launcher_is_never_put_in_a_process_group_of_its_own)
+{
+    llll_host h = { env_launcher, 1 };
+    llll_pool_opts o = { .hosts = &h, .nhosts = 1 };
+    o.instance.proc.new_group = true;   /* applies to local workers only */
+    llll_pool *p;
+    ck_assert_int_eq(llll_pool_start(&p, worker(NULL), 0, &o), 0);
+    pid_t pid = worker_pid(p);   /* env execs the worker: the launcher's pid */
+    ck_assert_int_eq(getpgid(pid), getpgid(0));
+    llll_pool_free(p);
+
+    h.launcher = NULL;
+    ck_assert_int_eq(llll_pool_start(&p, worker(NULL), 0, &o), 0);
+    pid = worker_pid(p);
+    ck_assert_int_eq(getpgid(pid), pid);
+    llll_pool_free(p);
+}
+END_TEST
+
 START_TEST(start_refuses_hosts_it_cannot_launch_on)
 {
     llll_pool *p;
@@ -594,6 +624,7 @@ static Suite *hosts_suite(void)
     tcase_add_test(tc, start_refuses_hosts_it_cannot_launch_on);
     tcase_add_test(tc, a_map_goes_on_with_the_workers_left_when_a_host_is_left_out_or_cannot_relaunch);
     tcase_add_test(tc, a_failed_relaunch_does_not_fail_a_call_while_other_workers_live);
+    tcase_add_test(tc, a_launcher_is_never_put_in_a_process_group_of_its_own);
     suite_add_tcase(s, tc);
     return s;
 }
