@@ -142,6 +142,9 @@ int llll_sbc_pair(llll_sbc **a, llll_sbc **b);
  * decimal fd (a socket) or "R,W" (two fds, e.g. "0,1" when stdio is the
  * channel). On success the fds become close-on-exec and the variable is
  * removed from the environment (unsetenv), so grandchildren inherit neither.
+ * A channel on fds 0-2 (a worker launched through ssh: "0,1") moves to fds
+ * above 2 first; stdin then reads /dev/null and stdout writes to stderr, so
+ * a stray printf cannot corrupt a frame (it shows on the parent's stderr).
  * -ENOENT when it is not set (not started by llll); -EINVAL when it is not
  * exactly "N" or "N,M" in decimal; -EBADF when it names fds that are not
  * open. Call it once, before starting threads (it changes the environment). */
@@ -164,6 +167,12 @@ int llll_sbc_send(llll_sbc *ch, const void *data, size_t len);
  * is kept in the channel and completed by the next call, into any buffer);
  * -ENOMEM. On failure frame->len is unchanged, its bytes are not. */
 int llll_sbc_recv(llll_sbc *ch, llll_buf *frame, int timeout_ms);
+
+/* Copies into dst up to n of the bytes this end received but did not
+ * deliver, in the order they arrived: the header of a frame being received
+ * (or refused with -EMSGSIZE) and what came after it. Returns the count. For
+ * messages about a peer that does not speak frames (a login banner, say). */
+size_t llll_sbc_peek(llll_sbc *ch, void *dst, size_t n);
 
 /* encode obj with c, then send the bytes as one frame. */
 int llll_sbc_send_obj(llll_sbc *ch, const llll_codec *c, const void *obj);
@@ -368,6 +377,11 @@ typedef struct llll_instance_opts {
                                   closed: an interpreter's script (argv
                                   {"python3", "-", NULL}, {"sh", NULL}) */
     bool keep_sigint;          /* leave SIGINT at its default in the child */
+    bool stdio_channel;        /* the channel is the child's stdin and stdout
+                                  (LLLL_SBC_FD=0,1), not fd 3: for a launcher
+                                  that carries only stdio (ssh, srun). Then
+                                  proc.on_stdout gets nothing, and code is
+                                  refused (-EINVAL). Ignored by fork. */
 } llll_instance_opts;
 
 /* Starts a program as an instance (see llll_proc_start for the errors). */
@@ -415,6 +429,14 @@ typedef struct llll_pool llll_pool;
  * say); the worker goes on serving. */
 typedef int llll_serve_fn(void *ctx, const void *arg, size_t len, llll_buf *result);
 
+/* A machine that runs workers of a pool (see llll_pool_opts.hosts). */
+typedef struct llll_host {
+    const char *const *launcher;  /* argv prefix that runs a command elsewhere,
+                                     e.g. {"ssh", "-T", "-o", "BatchMode=yes", "box1", NULL};
+                                     NULL: this machine */
+    int slots;                    /* workers on this host; 0: 1 */
+} llll_host;
+
 typedef struct llll_pool_opts {
     llll_instance_opts instance;  /* how each worker is started */
     int call_timeout_ms;          /* 0 or -1: none. Bounds one call from the
@@ -432,7 +454,51 @@ typedef struct llll_pool_opts {
     int start_timeout_ms;         /* how long a worker may take to send its hello
                                      (start, and each replacement); 0: 10 s;
                                      -1: forever */
+    const llll_host *hosts;       /* NULL: nproc local workers */
+    size_t nhosts;                /* with hosts, the pool has the sum of their slots
+                                     and nproc is ignored (see Hosts below) */
+    bool drop_failed_hosts;       /* a host whose workers fail to start makes start
+                                     leave it out (its slots go to no one), not
+                                     fail; start still fails if no worker started */
 } llll_pool_opts;
+
+/*
+ * Hosts. With opts->hosts, the pool has the sum of the hosts' slots, each
+ * slot's worker on its host. A host with a NULL launcher is this machine
+ * (its workers start as without hosts); on any other, a worker is
+ *     launcher... env LLLL_SBC_FD=0,1 [the K=V of instance.proc.env] argv...
+ * with its channel on the launcher's stdin and stdout (stdio_channel): argv[0]
+ * must be a path valid on that host (instance.proc.cwd, and env as a whole,
+ * apply to the launcher; proc.new_group does not: the launcher is signalled
+ * alone, never its process group, so that srun, say, can cancel its job). A
+ * launcher whose program's name ends in "ssh" joins its words into one
+ * command line for the remote shell: the words
+ * after the launcher are then quoted for a POSIX shell, so spaces and shell
+ * characters reach the worker intact. Other launchers (srun, docker exec -i,
+ * kubectl exec -i, sudo -u) get them as separate words.
+ * A launched worker's stderr (through ssh, the remote one's, and ssh's own
+ * messages) reaches instance.proc.on_stderr, else this process's stderr,
+ * line by line, each prefixed with "[the launcher's words] " when
+ * proc.verbose. With verbose, a failed launch is told there too, with the
+ * first bytes of a peer that is not a worker (a login script's output, say).
+ * A launch fails when no hello comes: -ECONNRESET (the launcher exited: a
+ * host down, a key refused, no worker at that path; ssh says which on
+ * stderr), -EPROTO (something else answered), -ETIMEDOUT. At start that
+ * fails start, unless drop_failed_hosts: then that host is left out. Later,
+ * dead workers are relaunched as without hosts, with a back-off per host
+ * after a failed launch (100 ms, doubling up to 5 s). While other workers
+ * live, calls and maps wait for them rather than fail on a host's failed
+ * relaunch; a call or a map that finds only slots backing off waits for the
+ * first, tries it, and gets its error if it fails. A host whose launches
+ * fail 5 times in a row is dropped and its slots go to no one
+ * (llll_pool_size shows it, hosts_dropped counts it).
+ * Remote workers end on EOF of their channel: when the pool is freed, when
+ * this process dies, when the connection is cut (a worker busy in fn ends
+ * when fn returns, its reply having nowhere to go). call_timeout_ms kills
+ * the launcher: the remote worker, cut off, also ends when fn returns, so a
+ * fn that never returns is the host's to kill. A forked pool takes only
+ * local hosts, and instance.code no launched one (-EINVAL).
+ */
 
 /*
  * Starts nproc workers (0: the online processors) running argv, each of which
@@ -473,8 +539,8 @@ int llll_pool_fork(llll_pool **out, llll_serve_fn *fn, void *ctx, int nproc, con
  * replaced, and stats.protocol_errors counts it), -ENOMEM (here, in this
  * process: the worker is retired only when its reply was left half read),
  * -ECANCELED (the pool is being freed), -ECHILD (no worker left, with
- * no_respawn), or the error of starting a replacement for a dead worker this
- * call needed (a later call tries again). A worker found dead before it read
+ * no_respawn, or every host dropped), or the error of starting a
+ * replacement for a dead worker this call needed (a later call tries again). A worker found dead before it read
  * the request does not fail the call: the request goes to its replacement.
  * On errors other than -EREMOTEIO, result->len is 0.
  */
@@ -520,9 +586,9 @@ typedef struct llll_pool_map_opts {
  * Returns 0 (per-item errors went to result), the first non-zero value of
  * arg or result (the map then stops early: items in flight are drained and
  * dropped, result is not called again), or a pool-level error: -ECANCELED
- * (the pool is being freed), -ECHILD (no worker left, with no_respawn),
- * -ENOMEM, -EAGAIN (no thread could be started), -EINVAL (pool, arg or result
- * NULL). n == 0 returns 0 at once. Safe alongside llll_pool_call and other
+ * (the pool is being freed), -ECHILD (no worker left, with no_respawn, or
+ * every host dropped), -ENOMEM, -EAGAIN (no thread could be started),
+ * -EINVAL (pool, arg or result NULL). n == 0 returns 0 at once. Safe alongside llll_pool_call and other
  * maps from other threads: workers are shared (a map lets a worker go to a
  * waiting caller as long as it keeps one, and an idle one always), so arg
  * and result may call the same pool too. Runs one helper thread per worker it
@@ -531,8 +597,9 @@ typedef struct llll_pool_map_opts {
 int llll_pool_map(llll_pool *pool, size_t n, llll_arg_fn *arg, llll_result_fn *result,
                   void *ctx, const llll_pool_map_opts *opts);
 
-/* The number of live workers: nproc, less those that died and were not (yet)
- * replaced (with no_respawn, or while a replacement failed to start). */
+/* The number of live workers: nproc (or the hosts' slots), less those that
+ * died and were not (yet) replaced (with no_respawn, or while a replacement
+ * failed to start, or whose host was dropped). */
 int llll_pool_size(const llll_pool *pool);
 
 /* Counters, read at any time from any thread. */
@@ -545,6 +612,9 @@ typedef struct llll_pool_stats {
     uint64_t respawns;   /* workers started to replace a dead one */
     uint64_t protocol_errors;  /* workers retired for a malformed reply, or one
                                   answering another request (-EPROTO) */
+    uint64_t launch_failures; /* launches on a host that failed (start included) */
+    uint64_t hosts_dropped;   /* hosts left out: at start (drop_failed_hosts),
+                                 or after failing launches in a row */
 } llll_pool_stats;
 void llll_pool_get_stats(const llll_pool *pool, llll_pool_stats *out);
 
