@@ -212,9 +212,9 @@ clean:
 # t/slurm/cluster.sh runs a one-node cluster in a temporary folder on free
 # ports (root and Debian's slurm-wlm needed; nothing is installed here), the
 # tests run against it, the queue must drain, the daemons are stopped by pid.
-SLURM_TEST_SRCS = t/slurm/test_srun.c
+SLURM_TEST_SRCS = t/slurm/test_srun.c t/slurm/test_pool_srun.c t/slurm/test_pool_srun_map.c
 SLURM_HELPERS = $(B)/t/slurm/helper_echo $(B)/t/slurm/helper_worker
-SLURM_BENCHES = $(B)/t/slurm/bench_srun
+SLURM_BENCHES = $(B)/t/slurm/bench_srun $(B)/t/slurm/bench_pool_srun
 SLURM_ROUNDS = 5
 .PHONY: test-slurm bench-slurm
 
@@ -348,3 +348,22 @@ musl:
 size:
 	@$(MAKE) --no-print-directory -s B=build/os CFLAGS="-Os" build/os/libllll.a
 	@size build/os/libllll.a | awk 'NR==1 {print} NR>1 {print; t += $$1} END {printf "total text: %d bytes\n", t}'
+
+# ---------------------------------------------------------------- remote
+# Pools whose workers run through a real OpenSSH server, started for the run
+# on 127.0.0.1 with temporary keys and configuration (t/remote/with_sshd;
+# needs Debian's openssh-server). bench-remote measures the same pools.
+.PHONY: test-remote bench-remote
+$(B)/t/remote_run: t/main.c t/remote/test_remote.c t/t.h t/t_hosts.h $(LIB_A) | $(B)/.dirs
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -I. -It -o $@ t/main.c t/remote/test_remote.c $(ALL_LDFLAGS) $(LIB_A) $(CHECK_LIBS) $(LDLIBS)
+
+$(B)/t/remote_bench: t/remote/bench_remote.c bench/bench.h $(LIB_A) | $(B)/.dirs
+	$(CC) $(ALL_CFLAGS) -I. -o $@ $< $(ALL_LDFLAGS) $(LIB_A) $(LDLIBS)
+
+test-remote: check-dep
+	@$(MAKE) --no-print-directory $(B)/t/remote_run $(B)/t/helper_remote_worker
+	LLLL_T_DIR=$(B)/t t/remote/with_sshd $(B)/t/remote_run
+
+bench-remote:
+	@$(MAKE) --no-print-directory $(B)/t/remote_bench $(B)/t/helper_remote_worker
+	t/remote/with_sshd $(B)/t/remote_bench $(B)/t/helper_remote_worker

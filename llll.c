@@ -1211,6 +1211,7 @@ struct start {
     const char *code;
     bool keep_sigint;
     llll_buf *sink[2];         /* stdout and stderr also go there */
+    bool stdio_channel;        /* the channel on the child's fds 0 and 1 */
 };
 
 /* Creates the pipes (and channel) of p and its error pipe, reg_lock held:
@@ -1219,7 +1220,9 @@ static int make_fds(llll_proc *p, const struct start *st, const llll_proc_opts *
 {
     int fd[2], rc;
     int in = st->instance ? (st->code ? LLLL_STDIN_PIPE : LLLL_STDIN_NULL) : o->stdin_mode;
-    if (in == LLLL_STDIN_PIPE) {
+    if (st->stdio_channel) {
+        /* stdin and stdout are the channel (fd[1] below) */
+    } else if (in == LLLL_STDIN_PIPE) {
         if ((rc = make_pipe(fd, 0)) < 0)
             return rc;
         p->cfd[0] = fd[0];
@@ -1237,7 +1240,7 @@ static int make_fds(llll_proc *p, const struct start *st, const llll_proc_opts *
     } else if (in != LLLL_STDIN_INHERIT) {
         return -EINVAL;
     }
-    if (!st->instance || o->on_stdout || o->collect_output) {
+    if (!st->stdio_channel && (!st->instance || o->on_stdout || o->collect_output)) {
         if ((rc = make_pipe(fd, 0)) < 0)
             return rc;
         p->out.fd = fd[0];
@@ -1356,7 +1359,7 @@ static int proc_create(llll_proc **out, const struct start *st, llll_sbc **chan)
             rc = -ENOMEM;
     }
     if (rc == 0 && st->argv) {
-        s.envp = build_env(o->env, st->instance ? "LLLL_SBC_FD=3" : NULL);
+        s.envp = build_env(o->env, !st->instance ? NULL : st->stdio_channel ? "LLLL_SBC_FD=0,1" : "LLLL_SBC_FD=3");
         s.paths = s.envp ? build_paths(st->argv[0], s.envp) : NULL;
         if (!s.paths)
             rc = -ENOMEM;
@@ -1380,10 +1383,10 @@ static int proc_create(llll_proc **out, const struct start *st, llll_sbc **chan)
     if (rc == 0)
         rc = make_fds(p, st, o, chan);
     pthread_mutex_unlock(&reg_lock);
-    s.fds[0] = p->cfd[0];
-    s.fds[1] = p->cfd[1];
+    s.fds[0] = st->stdio_channel ? p->cfd[3] : p->cfd[0];
+    s.fds[1] = st->stdio_channel ? p->cfd[3] : p->cfd[1];
     s.fds[2] = p->cfd[2];
-    s.fds[3] = st->argv ? p->cfd[3] : -1;
+    s.fds[3] = st->argv && !st->stdio_channel ? p->cfd[3] : -1;
     s.chan = st->argv ? -1 : p->cfd[3];
     s.errfd = p->ep[1];
     if (rc == 0 && o->die_with_parent)
@@ -1689,6 +1692,9 @@ static int instance_new(llll_instance **out, struct start *st, const llll_instan
     st->instance = true;
     st->code = opts ? opts->code : NULL;
     st->keep_sigint = opts && opts->keep_sigint;
+    st->stdio_channel = opts && opts->stdio_channel && st->argv;
+    if (st->stdio_channel && st->code)
+        return -EINVAL;
     llll_instance *in = calloc(1, sizeof *in);
     if (!in)
         return -ENOMEM;

@@ -161,6 +161,9 @@ int llll_sbc_pair(llll_sbc **a, llll_sbc **b);
  * decimal fd (a socket) or "R,W" (two fds, e.g. "0,1" when stdio is the
  * channel). On success the fds become close-on-exec and the variable is
  * removed from the environment (unsetenv), so grandchildren inherit neither.
+ * A channel on fds 0-2 (a worker launched through ssh: "0,1") moves to fds
+ * above 2 first; stdin then reads /dev/null and stdout writes to stderr, so
+ * a stray printf cannot corrupt a frame (it shows on the parent's stderr).
  * Errors (*out is NULL):
  * -ENOENT   LLLL_SBC_FD is not set: this process was not started by llll
  *           as an instance or worker (run standalone, say).
@@ -168,6 +171,8 @@ int llll_sbc_pair(llll_sbc **a, llll_sbc **b);
  *           NULL; the variable is left as it was.
  * -EBADF    it names fds that are not open (closed by a wrapper script, or
  *           by code that ran before); the variable is left as it was.
+ * -EMFILE   no fd above 2 was free to move a channel on stdio to; the
+ *           variable is left as it was.
  * -ENOMEM   no memory for the channel; its fds were closed.
  * Thread-safety: none: call it once, before starting threads (it changes
  * the environment). */
@@ -216,6 +221,15 @@ int llll_sbc_send(llll_sbc *ch, const void *data, size_t len);
  * (waiting for the others counts against timeout_ms); one thread may send
  * while another receives. */
 int llll_sbc_recv(llll_sbc *ch, llll_buf *frame, int timeout_ms);
+
+/* Copies into dst up to n of the bytes this end received but did not
+ * deliver, in the order they arrived: the header of a frame being received
+ * (or refused with -EMSGSIZE) and what came after it. Returns the count. For
+ * messages about a peer that does not speak frames (a login banner, say).
+ * Errors: none (0 when ch or dst is NULL).
+ * Thread-safety: any thread; it takes the receive side, so it waits for a
+ * receive in progress on another thread to return. */
+size_t llll_sbc_peek(llll_sbc *ch, void *dst, size_t n);
 
 /* encode obj with c, then send the bytes as one frame.
  * Errors:
@@ -492,6 +506,11 @@ typedef struct llll_instance_opts {
                                   closed: an interpreter's script (argv
                                   {"python3", "-", NULL}, {"sh", NULL}) */
     bool keep_sigint;          /* leave SIGINT at its default in the child */
+    bool stdio_channel;        /* the channel is the child's stdin and stdout
+                                  (LLLL_SBC_FD=0,1), not fd 3: for a launcher
+                                  that carries only stdio (ssh, srun). Then
+                                  proc.on_stdout gets nothing, and code is
+                                  refused (-EINVAL). Ignored by fork. */
 } llll_instance_opts;
 
 /* Starts a program as an instance.
@@ -499,7 +518,8 @@ typedef struct llll_instance_opts {
  * every error of llll_proc_start (-ENOENT, -EACCES, ... of the exec or
  * chdir, -ENOSYS, -EMFILE, -ENFILE, -EAGAIN, -ENOMEM) but the -EINVAL
  * of stdin_mode, which instances ignore;
- * -EINVAL   out or argv is NULL, or argv is empty.
+ * -EINVAL   out or argv is NULL, argv is empty, or stdio_channel with
+ *           code.
  * Thread-safety: any thread, a callback's included. */
 int llll_instance_start(llll_instance **out, const char *const argv[], const llll_instance_opts *opts);
 
@@ -576,6 +596,14 @@ typedef struct llll_pool llll_pool;
  * say); the worker goes on serving. */
 typedef int llll_serve_fn(void *ctx, const void *arg, size_t len, llll_buf *result);
 
+/* A machine that runs workers of a pool (see llll_pool_opts.hosts). */
+typedef struct llll_host {
+    const char *const *launcher;  /* argv prefix that runs a command elsewhere,
+                                     e.g. {"ssh", "-T", "-o", "BatchMode=yes", "box1", NULL};
+                                     NULL: this machine */
+    int slots;                    /* workers on this host; 0: 1 */
+} llll_host;
+
 typedef struct llll_pool_opts {
     llll_instance_opts instance;  /* how each worker is started */
     int call_timeout_ms;          /* 0 or -1: none. Bounds one call from the
@@ -593,7 +621,51 @@ typedef struct llll_pool_opts {
     int start_timeout_ms;         /* how long a worker may take to send its hello
                                      (start, and each replacement); 0: 10 s;
                                      -1: forever */
+    const llll_host *hosts;       /* NULL: nproc local workers */
+    size_t nhosts;                /* with hosts, the pool has the sum of their slots
+                                     and nproc is ignored (see Hosts below) */
+    bool drop_failed_hosts;       /* a host whose workers fail to start makes start
+                                     leave it out (its slots go to no one), not
+                                     fail; start still fails if no worker started */
 } llll_pool_opts;
+
+/*
+ * Hosts. With opts->hosts, the pool has the sum of the hosts' slots, each
+ * slot's worker on its host. A host with a NULL launcher is this machine
+ * (its workers start as without hosts); on any other, a worker is
+ *     launcher... env LLLL_SBC_FD=0,1 [the K=V of instance.proc.env] argv...
+ * with its channel on the launcher's stdin and stdout (stdio_channel): argv[0]
+ * must be a path valid on that host (instance.proc.cwd, and env as a whole,
+ * apply to the launcher; proc.new_group does not: the launcher is signalled
+ * alone, never its process group, so that srun, say, can cancel its job). A
+ * launcher whose program's name ends in "ssh" joins its words into one
+ * command line for the remote shell: the words
+ * after the launcher are then quoted for a POSIX shell, so spaces and shell
+ * characters reach the worker intact. Other launchers (srun, docker exec -i,
+ * kubectl exec -i, sudo -u) get them as separate words.
+ * A launched worker's stderr (through ssh, the remote one's, and ssh's own
+ * messages) reaches instance.proc.on_stderr, else this process's stderr,
+ * line by line, each prefixed with "[the launcher's words] " when
+ * proc.verbose. With verbose, a failed launch is told there too, with the
+ * first bytes of a peer that is not a worker (a login script's output, say).
+ * A launch fails when no hello comes: -ECONNRESET (the launcher exited: a
+ * host down, a key refused, no worker at that path; ssh says which on
+ * stderr), -EPROTO (something else answered), -ETIMEDOUT. At start that
+ * fails start, unless drop_failed_hosts: then that host is left out. Later,
+ * dead workers are relaunched as without hosts, with a back-off per host
+ * after a failed launch (100 ms, doubling up to 5 s). While other workers
+ * live, calls and maps wait for them rather than fail on a host's failed
+ * relaunch; a call or a map that finds only slots backing off waits for the
+ * first, tries it, and gets its error if it fails. A host whose launches
+ * fail 5 times in a row is dropped and its slots go to no one
+ * (llll_pool_size shows it, hosts_dropped counts it).
+ * Remote workers end on EOF of their channel: when the pool is freed, when
+ * this process dies, when the connection is cut (a worker busy in fn ends
+ * when fn returns, its reply having nowhere to go). call_timeout_ms kills
+ * the launcher: the remote worker, cut off, also ends when fn returns, so a
+ * fn that never returns is the host's to kill. A forked pool takes only
+ * local hosts, and instance.code no launched one (-EINVAL).
+ */
 
 /*
  * Starts nproc workers (0: the online processors) running argv, each of which
@@ -610,10 +682,15 @@ typedef struct llll_pool_opts {
  * -ETIMEDOUT  no hello within start_timeout_ms (10 s by default): raise it
  *           for workers that initialise slowly.
  * -ENOENT, -EACCES, ... and every other error of llll_instance_start.
+ *           With hosts, any of the above fails start unless
+ *           drop_failed_hosts; then only when every host was left out,
+ *           with the error of the last one.
  * -EAGAIN   out of processes or threads.
  * -ENOMEM   out of memory.
  * -EINVAL   out or argv is NULL, argv is empty, nproc < 0, or
- *           call_timeout_ms or start_timeout_ms below -1.
+ *           call_timeout_ms or start_timeout_ms below -1; with hosts: no
+ *           slot at all (nhosts 0) or over INT_MAX of them, a negative
+ *           slots, an empty launcher, or a launcher with instance.code.
  * Thread-safety: any thread.
  */
 int llll_pool_start(llll_pool **out, const char *const argv[], int nproc, const llll_pool_opts *opts);
@@ -623,7 +700,8 @@ int llll_pool_start(llll_pool **out, const char *const argv[], int nproc, const 
  * the process as it is when the replacement is forked).
  * Errors: those of llll_pool_start (those of llll_instance_fork in place of
  * llll_instance_start's; -ECONNRESET: a worker died before its hello), and
- * -EINVAL when out or fn is NULL, nproc < 0, or a timeout is below -1.
+ * -EINVAL when out or fn is NULL, nproc < 0, a timeout is below -1, or a
+ * host has a launcher (a forked pool takes only local hosts).
  * Thread-safety: any thread (see llll_instance_fork for what the copies
  * hold). */
 int llll_pool_fork(llll_pool **out, llll_serve_fn *fn, void *ctx, int nproc, const llll_pool_opts *opts);
@@ -658,10 +736,11 @@ int llll_pool_fork(llll_pool **out, llll_serve_fn *fn, void *ctx, int nproc, con
  * -ENOMEM   out of memory here, in this process (the worker is retired only
  *           when its reply was left half read).
  * -ECANCELED  the pool is being freed.
- * -ECHILD   no worker left, with no_respawn.
+ * -ECHILD   no worker left, with no_respawn, or every host dropped.
  * -ENOENT, -EAGAIN, -ECONNRESET, -ETIMEDOUT, ...  starting a replacement
  *           for a dead worker this call needed failed with it (see
- *           llll_pool_start); a later call tries again.
+ *           llll_pool_start; on a host, only when no other worker is left:
+ *           see Hosts); a later call tries again.
  * -EINVAL   pool or result is NULL, or arg is NULL with len > 0.
  * Thread-safety: any number of threads at once, and from a map's arg and
  * result functions; not after llll_pool_free began.
@@ -713,9 +792,10 @@ typedef struct llll_pool_map_opts {
  * Errors (pool-level; the map stops as above):
  * the value arg or result returned, when not 0 (nor LLLL_EOF from arg);
  * -ECANCELED  the pool is being freed.
- * -ECHILD   no worker left, with no_respawn.
+ * -ECHILD   no worker left, with no_respawn, or every host dropped.
  * -ENOENT, -EAGAIN, -ECONNRESET, -ETIMEDOUT, ...  starting a replacement
- *           for the dead worker the map needed to begin failed with it.
+ *           for the dead worker the map needed to begin failed with it (on
+ *           a host, only when no other worker is left: see Hosts).
  * -EAGAIN   no helper thread could be started for the first worker.
  * -ENOMEM   out of memory.
  * -EINVAL   pool, arg or result is NULL.
@@ -727,8 +807,9 @@ typedef struct llll_pool_map_opts {
 int llll_pool_map(llll_pool *pool, size_t n, llll_arg_fn *arg, llll_result_fn *result,
                   void *ctx, const llll_pool_map_opts *opts);
 
-/* The number of live workers: nproc, less those that died and were not (yet)
- * replaced (with no_respawn, or while a replacement failed to start).
+/* The number of live workers: nproc (or the hosts' slots), less those that
+ * died and were not (yet) replaced (with no_respawn, or while a replacement
+ * failed to start, or whose host was dropped).
  * Errors: none; 0 when pool is NULL. Thread-safety: any thread, any time. */
 int llll_pool_size(const llll_pool *pool);
 
@@ -742,6 +823,9 @@ typedef struct llll_pool_stats {
     uint64_t respawns;   /* workers started to replace a dead one */
     uint64_t protocol_errors;  /* workers retired for a malformed reply, or one
                                   answering another request (-EPROTO) */
+    uint64_t launch_failures; /* launches on a host that failed (start included) */
+    uint64_t hosts_dropped;   /* hosts left out: at start (drop_failed_hosts),
+                                 or after failing launches in a row */
 } llll_pool_stats;
 /* Copies the counters into *out (all 0 when pool is NULL; nothing when out
  * is). Never fails. Thread-safety: any thread, any time; each counter is

@@ -67,6 +67,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "llll.h"
@@ -135,6 +136,16 @@ struct waiter {
     int rc;
 };
 
+struct host {
+    struct llll_pool *pool;
+    char *name;               /* the launcher's words, for messages */
+    char **argv;              /* launcher, env, worker: what a slot runs; NULL: local */
+    llll_instance_opts iopts; /* the pool's, with the channel on stdio */
+    int fails;                /* launches failed in a row (under the pool lock) */
+    int64_t retry_at;         /* no launch before (ms, monotonic) */
+    bool dropped;
+};
+
 struct llll_pool {
     pthread_mutex_t mu;
     pthread_cond_t drain_cv;  /* inside reached 0 while closing */
@@ -168,6 +179,14 @@ struct llll_pool {
     size_t reply_limit;       /* largest reply frame: one result of max_frame */
 
     _Atomic uint64_t calls, failures, crashes, timeouts, respawns, protocol_errors;
+
+    struct host *hosts;       /* opts' hosts, or NULL */
+    int nhosts;
+    int *slot_host;           /* slot -> its host */
+    bool drop_failed_hosts;
+    bool starting;            /* in llll_pool_start */
+    int start_error;          /* of the first host left out at start */
+    _Atomic uint64_t launch_failures, hosts_dropped;
 };
 
 /* The worker a thread used last, per thread, valid for the pool with this id. */
@@ -349,9 +368,17 @@ static int fork_main(llll_sbc *ch, void *arg)
 
 /* ------------------------------------------------------ worker lifecycle */
 
-/* Starts one worker without waiting for its hello. */
-static int launch_worker(llll_pool *p, llll_instance **out)
+static struct host *host_of(llll_pool *p, int slot);
+
+/* Starts slot i's worker without waiting for its hello: on its host,
+ * through the host's launcher, if it has one. */
+static int launch_worker(llll_pool *p, int i, llll_instance **out)
 {
+    struct host *h = host_of(p, i);
+    if (h && p->starting && h->dropped)
+        return -ECANCELED;   /* left out at start */
+    if (h && h->argv)
+        return llll_instance_start(out, (const char *const *)h->argv, &h->iopts);
     if (p->argv)
         return llll_instance_start(out, (const char *const *)p->argv, &p->iopts);
     return llll_instance_fork(out, fork_main, p, &p->iopts);
@@ -465,6 +492,361 @@ static void release(llll_pool *p, int i)
     }
 }
 
+/* ------------------------------------------------------------ hosts */
+
+/* Launches on one host that fail in a row before the host is dropped, and
+ * the wait before the next launch after the first failure (doubling, up to
+ * the maximum). */
+#define HOST_MAX_FAILS 5
+#define HOST_BACKOFF_MS 100
+#define HOST_BACKOFF_MAX_MS 5000
+
+/* Writes a whole line to stderr in one write where it can, with SIGPIPE
+ * blocked in this thread and taken back if the write raised it. */
+static void write_stderr(const char *s, size_t n)
+{
+    sigset_t pipeset, old, pending;
+    sigemptyset(&pipeset);
+    sigaddset(&pipeset, SIGPIPE);
+    if (pthread_sigmask(SIG_BLOCK, &pipeset, &old) != 0)
+        return;
+    sigpending(&pending);
+    bool was_pending = sigismember(&pending, SIGPIPE) == 1;
+    bool epipe = false;
+    while (n > 0) {
+        ssize_t w = write(2, s, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            epipe = w < 0 && errno == EPIPE;
+            break;
+        }
+        s += w;
+        n -= (size_t)w;
+    }
+    if (epipe && !was_pending) {
+        struct timespec zero = { 0, 0 };
+        while (sigtimedwait(&pipeset, NULL, &zero) < 0 && errno == EINTR) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* One line from a host (its workers' stderr, or a message about it): to the
+ * user's on_stderr if set, else to stderr (ending in '\n'); prefixed with
+ * "[host's name] " when verbose. No lock is held. */
+static void host_line(const struct host *h, const char *line, size_t len)
+{
+    const llll_proc_opts *u = &h->pool->iopts.proc;
+    size_t pre = u->verbose ? strlen(h->name) + 3 : 0;
+    bool nl = u->on_stderr || (len > 0 && line[len - 1] == '\n');
+    char stack[1024], *buf = stack;
+    if (pre == 0 && nl) {
+        buf = (char *)line;   /* as it is */
+    } else if (pre + len + 1 > sizeof stack && !(buf = malloc(pre + len + 1))) {
+        buf = (char *)line;   /* no memory: the line without its prefix */
+        pre = 0;
+    } else {
+        if (pre)
+            snprintf(buf, pre + 1, "[%s] ", h->name);
+        memcpy(buf + pre, line, len);
+    }
+    size_t k = pre + len;
+    if (!nl && buf != line)
+        buf[k++] = '\n';
+    if (u->on_stderr)
+        u->on_stderr(u->userdata, buf, k);
+    else
+        write_stderr(buf, k);
+    if (buf != stack && buf != line)
+        free(buf);
+}
+
+static void host_stderr(void *ud, const char *line, size_t len)
+{
+    host_line(ud, line, len);
+}
+
+static void host_end(void *ud, int status, const llll_buf *out, const llll_buf *err)
+{
+    const struct host *h = ud;
+    h->pool->iopts.proc.on_end(h->pool->iopts.proc.userdata, status, out, err);
+}
+
+static void free_strv(char **v);
+
+/* Appends n bytes of s to b, keeping it NUL-terminated. */
+static int put_str(llll_buf *b, const char *s, size_t n)
+{
+    if (llll_buf_reserve(b, b->len + n + 1) < 0)
+        return -ENOMEM;
+    memcpy((char *)b->data + b->len, s, n);
+    b->len += n;
+    ((char *)b->data)[b->len] = '\0';
+    return 0;
+}
+
+/* Appends word as one word of a POSIX shell command line: as it is when no
+ * character in it means anything to a shell, else in single quotes. */
+static int put_quoted(llll_buf *b, const char *w)
+{
+    size_t n = strlen(w);
+    if (n > 0 && strspn(w, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                           "0123456789_@%+=:,./-") == n)
+        return put_str(b, w, n);
+    int rc = put_str(b, "'", 1);
+    for (const char *q; rc == 0 && (q = strchr(w, '\'')); w = q + 1) {
+        rc = put_str(b, w, (size_t)(q - w));
+        if (rc == 0)
+            rc = put_str(b, "'\\''", 4);
+    }
+    if (rc == 0)
+        rc = put_str(b, w, strlen(w));
+    return rc ? rc : put_str(b, "'", 1);
+}
+
+/* ssh (and rsh, autossh...) joins the words after the host into one command
+ * line for the remote shell; srun, docker exec, sudo and the like exec them
+ * as they are. */
+static bool launcher_joins_words(const char *const *launcher)
+{
+    const char *base = strrchr(launcher[0], '/');
+    base = base ? base + 1 : launcher[0];
+    size_t n = strlen(base);
+    return n >= 3 && strcmp(base + n - 3, "ssh") == 0;
+}
+
+/* The argv a slot of host h runs: the launcher, then "env LLLL_SBC_FD=0,1"
+ * and the K=V entries of env (the launcher may not carry the environment),
+ * then the worker's argv; all but the launcher quoted when the launcher
+ * joins its words into a shell command. */
+static char **launch_argv(const char *const *launcher, const char *const *env, char *const *argv)
+{
+    size_t nl = 0, ne = 0, na = 0;
+    while (launcher[nl])
+        nl++;
+    while (env && env[ne])
+        ne++;
+    while (argv[na])
+        na++;
+    char **v = calloc(nl + 2 + ne + na + 1, sizeof *v);
+    if (!v)
+        return NULL;
+    bool quote = launcher_joins_words(launcher);
+    size_t k = 0;
+    for (size_t i = 0; i < nl + 2 + ne + na; i++) {
+        const char *w = i < nl ? launcher[i] : i == nl ? "env" : i == nl + 1 ? "LLLL_SBC_FD=0,1"
+                      : i < nl + 2 + ne ? env[i - nl - 2] : argv[i - nl - 2 - ne];
+        if (i >= nl + 2 && i < nl + 2 + ne && !strchr(w, '='))
+            continue;   /* "K" alone removes K from the launcher's environment only */
+        llll_buf b = LLLL_BUF_INIT;
+        int rc = quote && i >= nl ? put_quoted(&b, w) : put_str(&b, w, strlen(w));
+        if (rc) {
+            llll_buf_free(&b);
+            free_strv(v);
+            return NULL;
+        }
+        v[k++] = b.data;
+    }
+    return v;
+}
+
+/* Sets up p->hosts from opts (p->argv, p->iopts are set): the slot count in
+ * *nproc. -EINVAL for a negative slot count or a launched host that cannot
+ * be (a forked worker, or code on stdin). */
+static int hosts_new(llll_pool *p, const llll_pool_opts *opts, int *nproc)
+{
+    long total = 0;
+    for (size_t i = 0; i < opts->nhosts; i++) {
+        const llll_host *h = &opts->hosts[i];
+        if (h->slots < 0 || (h->launcher && (!h->launcher[0] || !p->argv || p->iopts.code)))
+            return -EINVAL;
+        total += h->slots ? h->slots : 1;
+        if (total > INT_MAX)
+            return -EINVAL;
+    }
+    if (total == 0)
+        return -EINVAL;
+    p->hosts = calloc(opts->nhosts, sizeof *p->hosts);
+    p->slot_host = calloc((size_t)total, sizeof *p->slot_host);
+    if (!p->hosts || !p->slot_host)
+        return -ENOMEM;
+    p->nhosts = (int)opts->nhosts;
+    int s = 0;
+    for (int i = 0; i < p->nhosts; i++) {
+        const llll_host *u = &opts->hosts[i];
+        struct host *h = &p->hosts[i];
+        h->pool = p;
+        for (int k = 0; k < (u->slots ? u->slots : 1); k++)
+            p->slot_host[s++] = i;
+        llll_buf name = LLLL_BUF_INIT;
+        int rc = u->launcher ? 0 : put_str(&name, "local", 5);
+        for (size_t w = 0; rc == 0 && u->launcher && u->launcher[w]; w++) {
+            if (w > 0)
+                rc = put_str(&name, " ", 1);
+            if (rc == 0)
+                rc = put_str(&name, u->launcher[w], strlen(u->launcher[w]));
+        }
+        h->name = name.data;
+        if (rc)
+            return rc;
+        if (!u->launcher)
+            continue;
+        if (!(h->argv = launch_argv(u->launcher, p->iopts.proc.env, p->argv)))
+            return -ENOMEM;
+        h->iopts = p->iopts;
+        h->iopts.stdio_channel = true;
+        /* The launcher is signalled alone, never its group: srun's helper
+         * child, in its group, cancels the job when srun dies; killing it
+         * too would leave the task running. */
+        h->iopts.proc.new_group = false;
+        h->iopts.proc.userdata = h;
+        h->iopts.proc.on_stderr = host_stderr;
+        h->iopts.proc.on_end = p->iopts.proc.on_end ? host_end : NULL;
+    }
+    *nproc = (int)total;
+    return 0;
+}
+
+static void hosts_free(llll_pool *p)
+{
+    for (int i = 0; i < p->nhosts; i++) {
+        free(p->hosts[i].name);
+        free_strv(p->hosts[i].argv);
+    }
+    free(p->hosts);
+    free(p->slot_host);
+}
+
+static struct host *host_of(llll_pool *p, int slot)
+{
+    return p->hosts ? &p->hosts[p->slot_host[slot]] : NULL;
+}
+
+/* Whether slot i may get a worker now (lock held): not when its host was
+ * dropped, nor before the back-off after a failed launch ends (then *wake,
+ * if given and not earlier already, is set to that time). */
+static bool host_may_launch(llll_pool *p, int i, int64_t *wake)
+{
+    struct host *h = host_of(p, i);
+    if (!h)
+        return true;
+    if (h->dropped)
+        return false;
+    if (h->fails == 0 || now_ms() >= h->retry_at)
+        return true;
+    if (wake && (*wake < 0 || h->retry_at < *wake))
+        *wake = h->retry_at;
+    return false;
+}
+
+/* Waits for a post on sem until wake (ms, CLOCK_MONOTONIC): whether one came
+ * (false: the time ran out). */
+static bool sem_wait_until(sem_t *sem, int64_t wake)
+{
+    int64_t left = wake - now_ms();
+    if (left <= 0)
+        return sem_trywait(sem) == 0;
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);   /* sem_timedwait's clock */
+    dl.tv_sec += (time_t)(left / 1000);
+    dl.tv_nsec += (long)(left % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    int rc;
+    while ((rc = sem_timedwait(sem, &dl)) < 0 && errno == EINTR) {
+    }
+    return rc == 0;
+}
+
+/* Leaves host h out of the pool (lock held): its dead slots stay dead. */
+static void host_drop(llll_pool *p, struct host *h)
+{
+    h->dropped = true;
+    bump(&p->hosts_dropped, 1);
+    /* Every waiting thread looks again: it may have waited for this host's
+     * back-off, and may now find no worker left at all. */
+    while (p->qhead)
+        kick(p);
+}
+
+/* Accounts for a launch on slot i's host that ended with rc (lock not
+ * held): a success ends the host's run of failures; a failure starts or
+ * lengthens its back-off, or drops it (the HOST_MAX_FAILS-th in a row, or
+ * any at start with drop_failed_hosts). With verbose, a failure is told on
+ * the host's stderr, with the first bytes of a peer that is not a worker.
+ * Returns whether the host was dropped. */
+static bool host_launched(llll_pool *p, int i, llll_instance *in, int rc)
+{
+    struct host *h = host_of(p, i);
+    if (!h || rc == -ECANCELED)
+        return false;
+    lock(p);
+    bool dropped = false, closing = p->closing;
+    if (rc == 0) {
+        h->fails = 0;
+    } else if (!closing) {
+        bump(&p->launch_failures, 1);
+        int f = ++h->fails;
+        int64_t wait = HOST_BACKOFF_MS;
+        while (--f > 0 && wait < HOST_BACKOFF_MAX_MS)
+            wait *= 2;
+        h->retry_at = now_ms() + (wait < HOST_BACKOFF_MAX_MS ? wait : HOST_BACKOFF_MAX_MS);
+        if (!h->dropped && (p->starting ? p->drop_failed_hosts : h->fails >= HOST_MAX_FAILS)) {
+            host_drop(p, h);
+            dropped = true;
+        }
+    }
+    unlock(p);
+    if (rc == 0 || closing || !p->iopts.proc.verbose)
+        return dropped;
+    char seen[48], text[4 * sizeof seen + 1], line[512];
+    size_t n = in ? llll_sbc_peek(llll_instance_channel(in), seen, sizeof seen) : 0, k = 0;
+    for (size_t j = 0; j < n; j++) {
+        unsigned char c = (unsigned char)seen[j];
+        k += (size_t)(c >= ' ' && c < 127 && c != '\\' && c != '"'
+                          ? snprintf(text + k, sizeof text - k, "%c", c)
+                          : snprintf(text + k, sizeof text - k, c == '\n' ? "\\n" : "\\x%02x", c));
+    }
+    text[k] = '\0';
+    char why[64];
+    int status;
+    if (rc == -ECONNRESET && in && llll_instance_join(in, 1000, &status) == 0)
+        snprintf(why, sizeof why, "it exited (status %d) before its hello",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    else
+        snprintf(why, sizeof why, "%s", llll_strerror(rc));
+    int m = snprintf(line, sizeof line, "llll: worker launch failed: %s%s%s%s%s\n", why,
+                     n ? "; not a worker, it sent \"" : "", text, n ? "\"" : "",
+                     !dropped ? "" : p->starting ? "; host left out" : "; host dropped after failed launches in a row");
+    host_line(h, line, m < 0 ? 0 : (size_t)m < sizeof line ? (size_t)m : sizeof line - 1);
+    return dropped;
+}
+
+/* At start, after slot i's worker failed to launch with rc: with
+ * drop_failed_hosts, the host's other workers go too and start goes on
+ * (0); else rc, which fails start. */
+static int host_start_failed(llll_pool *p, int i, int rc)
+{
+    if (host_of(p, i) && host_of(p, i)->dropped)
+        return 0;   /* left out already (start runs on one thread) */
+    if (!host_launched(p, i, p->slots[i].in, rc))
+        return rc;
+    if (!p->start_error)
+        p->start_error = rc;
+    for (int k = 0; k < p->n; k++) {
+        if (p->slot_host[k] != p->slot_host[i] || !p->slots[k].in)
+            continue;
+        reap(p->slots[k].in);
+        p->slots[k].in = NULL;
+        p->slots[k].ch = NULL;
+        p->slots[k].state = SLOT_DEAD;
+    }
+    return 0;
+}
+
 /* Gives slot i, owned by the caller, a new worker; called and returns with
  * the lock held, drops it meanwhile. 0: the slot is owned (BUSY) with a live
  * worker; else the slot is DEAD and no longer the caller's. */
@@ -474,7 +856,9 @@ static int respawn(llll_pool *p, int i)
     s->state = SLOT_SPAWNING;
     unlock(p);
     llll_instance *in;
-    int rc = launch_worker(p, &in);
+    int rc = launch_worker(p, i, &in);
+    if (rc)
+        host_launched(p, i, NULL, rc);
     lock(p);
     if (rc == 0) {
         s->in = in;   /* visible to llll_pool_free, which may shut it down */
@@ -484,6 +868,7 @@ static int respawn(llll_pool *p, int i)
         unlock(p);
         if (rc == 0)
             rc = await_hello(p, in, p->start_timeout_ms);
+        host_launched(p, i, in, rc);
         lock(p);
         if (rc) {
             s->in = NULL;
@@ -520,7 +905,7 @@ static int retire(llll_pool *p, int i)
     unlock(p);
     reap(in);
     lock(p);
-    if (p->no_respawn || p->closing) {
+    if (p->no_respawn || p->closing || !host_may_launch(p, i, NULL)) {
         s->state = SLOT_DEAD;
         kick(p);
         return p->closing ? -ECANCELED : -ECHILD;
@@ -545,6 +930,7 @@ static int acquire(llll_pool *p, struct waiter *w, int *slot)
             }
         }
         int dead = -1, alive = 0;
+        int64_t wake = -1;   /* when a host's back-off ends */
         for (int k = 0; k < p->n; k++) {
             int i = (p->cursor + k) % p->n;
             enum slot_state st = p->slots[i].state;
@@ -554,7 +940,7 @@ static int acquire(llll_pool *p, struct waiter *w, int *slot)
                 *slot = i;
                 return 0;
             }
-            if (st == SLOT_DEAD && dead < 0)
+            if (st == SLOT_DEAD && dead < 0 && host_may_launch(p, i, &wake))
                 dead = i;
             else if (st != SLOT_DEAD)
                 alive++;
@@ -563,17 +949,35 @@ static int acquire(llll_pool *p, struct waiter *w, int *slot)
             int rc = respawn(p, dead);
             if (rc == 0)
                 *slot = dead;
-            return rc;
+            /* A host's failed launch fails the caller only when no worker
+             * is left: else it waits for those (the host now backs off). */
+            if (rc == 0 || rc == -ECANCELED || !host_of(p, dead) || alive == 0 || p->closing)
+                return rc;
+            continue;
         }
-        if (alive == 0)
+        if (alive == 0 && (wake < 0 || p->no_respawn))
             return -ECHILD;
         /* Sleep without the lock: a thread that runs our call for us
          * posts when it is done, and we return without taking the lock (it
-         * left the pool for us), so a finished call costs one wake-up. */
+         * left the pool for us), so a finished call costs one wake-up. Only
+         * slots whose host is backing off after a failed launch: sleep until
+         * the first back-off ends at most, then look again. */
         enqueue(p, w);
         for (;;) {
             unlock(p);
-            while (sem_wait(&w->wake) < 0 && errno == EINTR) {
+            if (wake >= 0 && !p->no_respawn && !sem_wait_until(&w->wake, wake)) {
+                lock(p);
+                if (w->state == W_WAITING) {   /* nobody posted, nor will */
+                    unqueue(p, w);
+                    break;
+                }
+                unlock(p);
+                wake = -1;   /* a post came, or comes when our call is run */
+                continue;
+            }
+            if (wake < 0 || p->no_respawn) {
+                while (sem_wait(&w->wake) < 0 && errno == EINTR) {
+                }
             }
             if (w->state == W_DONE)
                 return 1;
@@ -1773,6 +2177,7 @@ static void destroy(llll_pool *p)
         llll_buf_free(&p->slots[i].rx);
     }
     free(p->slots);
+    hosts_free(p);
     pthread_cond_destroy(&p->wd_cv);
     pthread_cond_destroy(&p->pump_cv);
     pthread_cond_destroy(&p->drain_cv);
@@ -1855,7 +2260,7 @@ static int pool_new(llll_pool **out, const char *const argv[], llll_serve_fn *fn
         p->max_frame = MAX_FRAME_LIMIT;
     p->reply_limit = p->max_frame + RESULT_TAIL + REPLY_TAIL;
     p->iopts = opts->instance;
-    bool oom = !(p->slots = calloc((size_t)nproc, sizeof *p->slots));
+    bool oom = false;
     if (argv && !oom)
         oom = !(p->argv = dup_strv(argv));
     if (opts->instance.proc.env && !oom) {
@@ -1870,21 +2275,33 @@ static int pool_new(llll_pool **out, const char *const argv[], llll_serve_fn *fn
         oom = !(p->code_copy = strdup(opts->instance.code));
         p->iopts.code = p->code_copy;
     }
-    if (oom) {
-        destroy(p);
-        return -ENOMEM;
+    int rc = 0;
+    if (opts->hosts && !oom)
+        rc = hosts_new(p, opts, &nproc);
+    if (rc == 0 && !oom) {
+        p->n = nproc;
+        oom = !(p->slots = calloc((size_t)nproc, sizeof *p->slots));
     }
+    if (oom || rc) {
+        destroy(p);
+        return oom ? -ENOMEM : rc;
+    }
+    p->drop_failed_hosts = opts->drop_failed_hosts;
+    p->starting = true;
 
     /* Start them all, then collect the hellos: they initialise in parallel. */
-    int rc = 0;
     for (int i = 0; i < nproc && rc == 0; i++) {
-        rc = launch_worker(p, &p->slots[i].in);
+        rc = launch_worker(p, i, &p->slots[i].in);
         if (rc == 0)
             p->slots[i].ch = llll_instance_channel(p->slots[i].in);
+        else
+            rc = host_start_failed(p, i, rc);
     }
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (int i = 0; i < nproc && rc == 0; i++) {
+        if (!p->slots[i].in)
+            continue;   /* its host was left out */
         int left = p->start_timeout_ms;
         if (left > 0) {
             struct timespec t;
@@ -1893,7 +2310,17 @@ static int pool_new(llll_pool **out, const char *const argv[], llll_serve_fn *fn
             left = spent >= left ? 0 : left - (int)spent;
         }
         rc = await_hello(p, p->slots[i].in, left);
+        if (rc)
+            rc = host_start_failed(p, i, rc);
     }
+    int live = 0;
+    for (int i = 0; i < nproc; i++) {
+        live += p->slots[i].in != NULL;
+        if (!p->slots[i].in)
+            p->slots[i].state = SLOT_DEAD;   /* its host was left out */
+    }
+    if (rc == 0 && live == 0)
+        rc = p->start_error;   /* every host was left out */
     if (rc == 0 && p->call_timeout_ms > 0)
         rc = watchdog_start(p);
     if (rc) {
@@ -1904,7 +2331,8 @@ static int pool_new(llll_pool **out, const char *const argv[], llll_serve_fn *fn
         destroy(p);
         return rc;
     }
-    p->nlive = nproc;
+    p->nlive = live;
+    p->starting = false;
     *out = p;
     return 0;
 }
@@ -1947,6 +2375,8 @@ void llll_pool_get_stats(const llll_pool *p, llll_pool_stats *out)
     out->timeouts = atomic_load_explicit(&p->timeouts, memory_order_relaxed);
     out->respawns = atomic_load_explicit(&p->respawns, memory_order_relaxed);
     out->protocol_errors = atomic_load_explicit(&p->protocol_errors, memory_order_relaxed);
+    out->launch_failures = atomic_load_explicit(&p->launch_failures, memory_order_relaxed);
+    out->hosts_dropped = atomic_load_explicit(&p->hosts_dropped, memory_order_relaxed);
 }
 
 void llll_pool_free(llll_pool *p)

@@ -205,6 +205,41 @@ static const char *parse_fd(const char *s, int *fd)
     return s;
 }
 
+/* A channel on stdio ("0,1": a worker launched through ssh, say) moves to
+ * fds above 2, close-on-exec, and stdio is pointed elsewhere: stdin at
+ * /dev/null, stdout at stderr, so that a stray printf, or a library writing
+ * to stdout, cannot corrupt a frame. */
+static int move_off_stdio(int *rfd, int *wfd)
+{
+    int r = *rfd, w = *wfd;
+    if (r <= 2 && (r = fcntl(*rfd, F_DUPFD_CLOEXEC, 3)) < 0)
+        return -errno;
+    if (*wfd == *rfd)
+        w = r;
+    else if (w <= 2 && (w = fcntl(*wfd, F_DUPFD_CLOEXEC, 3)) < 0) {
+        int e = errno;
+        if (r != *rfd)
+            close(r);
+        return -e;
+    }
+    /* stdout goes to stderr if that is open and not the channel too */
+    bool to_err = *rfd != 2 && *wfd != 2 && fcntl(2, F_GETFD) >= 0;
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);   /* on 2 if 2 was closed */
+    int old[2] = { *rfd, *wfd };
+    for (int i = 0; i < 2; i++) {
+        int fd = old[i], to = fd == 1 && to_err ? 2 : null;
+        if (fd > 2 || fd == to)
+            continue;
+        if (to < 0 || dup2(to, fd) < 0)
+            close(fd);   /* never left on the channel */
+    }
+    if (null > 2)
+        close(null);
+    *rfd = r;
+    *wfd = w;
+    return 0;
+}
+
 int llll_sbc_child(llll_sbc **out)
 {
     if (!out)
@@ -229,6 +264,12 @@ int llll_sbc_child(llll_sbc **out)
     int rflags = fcntl(rfd, F_GETFD), wflags = fcntl(wfd, F_GETFD);
     if (rflags < 0 || wflags < 0)
         return -EBADF;
+    if (rfd <= 2 || wfd <= 2) {
+        int rc = move_off_stdio(&rfd, &wfd);
+        if (rc < 0)
+            return rc;
+        rflags = wflags = FD_CLOEXEC;
+    }
     /* Our grandchildren must not inherit the channel. */
     (void)fcntl(rfd, F_SETFD, rflags | FD_CLOEXEC);
     if (wfd != rfd)
@@ -260,6 +301,24 @@ int llll_sbc_shutdown(llll_sbc *ch)
     if (ch->wsock && ch->wfd != ch->rfd && shutdown(ch->wfd, SHUT_RDWR) < 0 && errno != ENOTCONN)
         rc = -errno;
     return rc;
+}
+
+size_t llll_sbc_peek(llll_sbc *ch, void *dst, size_t n)
+{
+    if (!ch || !dst)
+        return 0;
+    pthread_mutex_lock(&ch->rmu);
+    size_t k = 0;
+    const unsigned char *part[3] = { ch->hdr, ch->pend, ch->rbuf + ch->rpos };
+    size_t plen[3] = { ch->hgot, ch->pend ? ch->body_got : 0, ch->rend - ch->rpos };
+    for (int i = 0; i < 3 && k < n; i++) {
+        size_t m = plen[i] < n - k ? plen[i] : n - k;
+        if (m)
+            memcpy((unsigned char *)dst + k, part[i], m);
+        k += m;
+    }
+    pthread_mutex_unlock(&ch->rmu);
+    return k;
 }
 
 void llll_sbc_close(llll_sbc *ch)

@@ -37,6 +37,16 @@ static inline const char *t_helper(const char *name)
         }                                                                 \
     } while (0)
 
+/* After an RLIMIT_AS was set a little above what is mapped: whether it
+ * refuses a larger mapping. qemu-user does not pass RLIMIT_AS on (it would
+ * limit the emulator itself), so there the tests that need it skip. */
+static inline bool t_as_limit_bites(void)
+{
+    void *p = malloc((size_t)256 << 20);
+    free(p);
+    return p == NULL;
+}
+
 /* Waits until thread tid sleeps in the kernel (it is then blocked inside the
  * call under test: nothing else it does after publishing tid can sleep), or
  * has ended (the caller's checks of its result then tell what went wrong).

@@ -482,9 +482,10 @@ END_TEST
 static int uneven_fn(void *ctx, size_t i)
 {
     fill_ctx *c = ctx;
-    volatile size_t spin = 0;
+    size_t spin = 0;
     for (size_t k = 0; k < (i * 2654435761u) % 4096; k++)
         spin += k;
+    __asm__ volatile("" : : "r"(spin)); /* keeps the loop: the item's cost */
     return fill_fn(c, i);
 }
 

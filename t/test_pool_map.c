@@ -867,6 +867,11 @@ START_TEST(a_failed_allocation_here_gives_enomem_not_a_crash)
     lim = old;
     lim.rlim_cur = (rlim_t)status_kib("VmSize") * 1024 + (64 << 20);
     ck_assert_int_eq(setrlimit(RLIMIT_AS, &lim), 0);
+    if (!t_as_limit_bites()) {
+        ck_assert_int_eq(setrlimit(RLIMIT_AS, &old), 0);
+        llll_pool_free(p);
+        T_SKIP_UNLESS(false, "RLIMIT_AS is not enforced here (qemu-user?)");
+    }
     llll_buf res = LLLL_BUF_INIT;
     uint64_t zero = 0;
     int rc = llll_pool_call(p, &zero, sizeof zero, &res);

@@ -1151,7 +1151,7 @@ START_TEST(run_timeout_ends_the_whole_group_with_new_group)
     /* The orphaned sleep becomes our child, so we can see how it ended: by
      * the SIGTERM sent to the group (else the wait below takes 30 s and the
      * case times out). */
-    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    T_SKIP_UNLESS(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0, "no PR_SET_CHILD_SUBREAPER (qemu-user?)");
     const char *argv[] = {"sh", "-c", "sleep 30 & echo $!; wait", NULL};
     llll_proc_opts o = {.new_group = true};
     llll_buf out = LLLL_BUF_INIT;
@@ -1202,6 +1202,7 @@ START_TEST(run_reports_enomem_when_out_cannot_grow_and_still_runs_the_child_to_i
     ck_assert_int_eq(getrlimit(RLIMIT_AS, &rl), 0);
     rl.rlim_cur = vm_size() + (64 << 20);
     ck_assert_int_eq(setrlimit(RLIMIT_AS, &rl), 0);
+    T_SKIP_UNLESS(t_as_limit_bites(), "RLIMIT_AS is not enforced here (qemu-user?)");
     const char *argv[] = {"head", "-c", "268435456", "/dev/zero", NULL};
     llll_buf out = LLLL_BUF_INIT;
     int st = -1;
@@ -1381,8 +1382,12 @@ static void start_sleep_and_stop(sigstate *s)
 static void assert_fresh_and_stopped_by_sigterm(const sigstate *s)
 {
     ck_assert_int_eq(s->start_rc, 0);
-    ck_assert_uint_eq(s->blk, 0);
-    ck_assert_uint_eq(s->ign, 0);
+    /* Signals 1-31, every one a program can be sent by name. The two real-
+     * time signals above them that glibc keeps for itself are not counted:
+     * under qemu-user the emulator holds one of them ignored in every
+     * program it runs, which no guest can change. */
+    ck_assert_uint_eq(s->blk & 0x7fffffffu, 0);
+    ck_assert_uint_eq(s->ign & 0x7fffffffu, 0);
     ck_assert_int_eq(s->stop_rc, 0);
     ck_assert(WIFSIGNALED(s->stop_status));
     ck_assert_int_eq(WTERMSIG(s->stop_status), SIGTERM);
