@@ -300,6 +300,44 @@ START_TEST(pool_functions_refuse_a_null_pool_and_read_zero_from_it)
 }
 END_TEST
 
+START_TEST(pool_starts_refuse_hosts_without_a_slot_or_launched_from_a_fork)
+{
+    const char *argv[] = {"/bin/true", NULL};
+    const char *launcher[] = {"/bin/true", NULL};
+    llll_host h = {launcher, 1};
+    llll_pool_opts o = {.hosts = &h, .nhosts = 0};
+    llll_pool *p = (llll_pool *)&p;
+    ck_assert_int_eq(llll_pool_start(&p, argv, 0, &o), -EINVAL);
+    ck_assert_ptr_null(p);
+    o.nhosts = 1;
+    p = (llll_pool *)&p;
+    ck_assert_int_eq(llll_pool_fork(&p, echo_fn, NULL, 0, &o), -EINVAL);
+    ck_assert_ptr_null(p);
+}
+END_TEST
+
+START_TEST(instance_start_refuses_code_on_a_stdio_channel)
+{
+    const char *argv[] = {"/bin/cat", NULL};
+    llll_instance_opts o = {.code = "x", .stdio_channel = true};
+    llll_instance *in = (llll_instance *)&in;
+    ck_assert_int_eq(llll_instance_start(&in, argv, &o), -EINVAL);
+    ck_assert_ptr_null(in);
+}
+END_TEST
+
+START_TEST(sbc_peek_gives_0_for_a_null_channel_or_buffer)
+{
+    char b[4];
+    ck_assert_uint_eq(llll_sbc_peek(NULL, b, sizeof b), 0);
+    llll_sbc *a, *c;
+    ck_assert_int_eq(llll_sbc_pair(&a, &c), 0);
+    ck_assert_uint_eq(llll_sbc_peek(a, NULL, 4), 0);
+    llll_sbc_close(a);
+    llll_sbc_close(c);
+}
+END_TEST
+
 static Suite *errors_suite(void)
 {
     Suite *s = suite_create("errors");
@@ -319,6 +357,9 @@ static Suite *errors_suite(void)
     tcase_add_test(tc, serve_returns_0_when_the_master_goes_away_while_fn_runs);
     tcase_add_test(tc, serve_reports_a_master_gone_before_the_hello);
     tcase_add_test(tc, pool_functions_refuse_a_null_pool_and_read_zero_from_it);
+    tcase_add_test(tc, pool_starts_refuse_hosts_without_a_slot_or_launched_from_a_fork);
+    tcase_add_test(tc, instance_start_refuses_code_on_a_stdio_channel);
+    tcase_add_test(tc, sbc_peek_gives_0_for_a_null_channel_or_buffer);
     suite_add_tcase(s, tc);
     return s;
 }
