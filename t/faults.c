@@ -89,17 +89,6 @@ void free(void *p)
 
 /* ------------------------------------------------------ what is left over */
 
-static int count_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    ck_assert_ptr_nonnull(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
 
 /* What this process holds: open fds, threads, heap blocks. */
 struct held {
@@ -110,8 +99,8 @@ struct held {
 static struct held held_now(void)
 {
     struct held h;
-    h.fds = count_dir("/proc/self/fd");
-    h.threads = count_dir("/proc/self/task");
+    h.fds = t_count_dir("/proc/self/fd");
+    h.threads = t_count_dir("/proc/self/task");
     h.blocks = atomic_load(&live);
     return h;
 }
@@ -123,7 +112,7 @@ static int base_threads;
  * left /proc (an ending thread stays listed a moment after its join). */
 static struct held held_settled(void)
 {
-    for (int i = 0; i < 200000 && count_dir("/proc/self/task") > base_threads; i++)
+    for (int i = 0; i < 200000 && t_count_dir("/proc/self/task") > base_threads; i++)
         sched_yield();
     return held_now();
 }
@@ -147,16 +136,6 @@ static void assert_nothing_left(struct held h, const char *what)
     ck_assert_msg(waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD, "%s: a child is left", what);
 }
 
-/* Check's runner may leave fds open without FD_CLOEXEC; mark them, so that
- * children hold only what the library gives them. */
-static void cloexec_everything(void)
-{
-    for (int fd = 3; fd < 1024; fd++) {
-        int fl = fcntl(fd, F_GETFD);
-        if (fl >= 0)
-            fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
-    }
-}
 
 static int start_one(int which);
 enum { START_PROC, START_INSTANCE, START_FORK, START_POOL, START_POOL_FORK, START_PAIR,
@@ -167,8 +146,8 @@ enum { START_PROC, START_INSTANCE, START_FORK, START_POOL, START_POOL_FORK, STAR
  * buffers) is there before a case counts what is held. */
 static void prepare(void)
 {
-    base_threads = count_dir("/proc/self/task");
-    cloexec_everything();
+    base_threads = t_count_dir("/proc/self/task");
+    t_cloexec_everything();
     for (int w = 0; w < NSTARTS; w++)
         ck_assert_int_eq(start_one(w), 0);
 }
@@ -600,7 +579,7 @@ static int nproc_child(void)
 {
     if (getuid() == 0 && (setgid(65534) || setuid(65534)))
         return 2;
-    int fds = count_dir("/proc/self/fd");
+    int fds = t_count_dir("/proc/self/fd");
     struct rlimit old, lim;
     if (getrlimit(RLIMIT_NPROC, &old))
         return 3;
@@ -614,7 +593,7 @@ static int nproc_child(void)
         if (start_one(w) != -EAGAIN)
             return 10 + w;
         errno = 0;
-        if (waitpid(-1, NULL, WNOHANG) != -1 || errno != ECHILD || count_dir("/proc/self/fd") != fds)
+        if (waitpid(-1, NULL, WNOHANG) != -1 || errno != ECHILD || t_count_dir("/proc/self/fd") != fds)
             return 20 + w;
     }
     if (setrlimit(RLIMIT_NPROC, &old))
@@ -627,7 +606,7 @@ static int nproc_child(void)
 
 START_TEST(with_no_process_left_every_start_gives_eagain_and_leaves_no_zombie)
 {
-    cloexec_everything();
+    t_cloexec_everything();
     fflush(NULL);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
@@ -809,7 +788,7 @@ static int closed_stdio_child(void)
 
 START_TEST(a_parent_with_fds_0_1_2_closed_keeps_them_closed_and_everything_works)
 {
-    cloexec_everything();
+    t_cloexec_everything();
     fflush(NULL);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);

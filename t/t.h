@@ -3,6 +3,8 @@
 #define LLLL_T_H
 
 #include <check.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +38,32 @@ static inline const char *t_helper(const char *name)
             return;                                                       \
         }                                                                 \
     } while (0)
+
+/* Entries of a folder, "." and ".." left out: /proc/self/fd counts open
+ * fds, /proc/self/task threads. */
+static inline int t_count_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* Check's runner may leave fds open without FD_CLOEXEC; marks them, so that
+ * only the library's own fds are under test and children hold only what the
+ * library gives them. */
+static inline void t_cloexec_everything(void)
+{
+    for (int fd = 3; fd < 1024; fd++) {
+        int fl = fcntl(fd, F_GETFD);
+        if (fl >= 0)
+            fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+    }
+}
 
 /* After an RLIMIT_AS was set a little above what is mapped: whether it
  * refuses a larger mapping. qemu-user does not pass RLIMIT_AS on (it would

@@ -26,17 +26,6 @@ static void assert_no_child_left(void)
     ck_assert_int_eq(errno, ECHILD);
 }
 
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    ck_assert_ptr_nonnull(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
 
 /* Receives one frame and checks it is want. */
 static void expect(llll_instance *in, const char *want)
@@ -412,7 +401,7 @@ END_TEST
 
 START_TEST(failed_starts_and_forks_leave_no_child_and_no_fd)
 {
-    int fds = count_fds();
+    int fds = t_count_dir("/proc/self/fd");
     llll_instance *in = (llll_instance *)&in;
     const char *missing[] = {"/nonexistent/llll-instance", NULL};
     ck_assert_int_eq(llll_instance_start(&in, missing, NULL), -ENOENT);
@@ -426,13 +415,13 @@ START_TEST(failed_starts_and_forks_leave_no_child_and_no_fd)
     const char *sh[] = {"sh", NULL};
     ck_assert_int_eq(llll_instance_start(&in, sh, &nodir), -ENOENT);
     assert_no_child_left();
-    ck_assert_int_eq(count_fds(), fds);
+    ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
 }
 END_TEST
 
 START_TEST(free_kills_an_instance_that_ignores_eof_and_leaves_nothing)
 {
-    int fds = count_fds();
+    int fds = t_count_dir("/proc/self/fd");
     int status = -1;
     llll_instance_opts o = {.proc = {.on_end = keep_status, .userdata = &status}};
     llll_instance *in;
@@ -448,7 +437,7 @@ START_TEST(free_kills_an_instance_that_ignores_eof_and_leaves_nothing)
     llll_instance_free(in);
     ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     assert_no_child_left();
-    ck_assert_int_eq(count_fds(), fds);
+    ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
 }
 END_TEST
 

@@ -30,16 +30,6 @@ static void assert_no_child(void)
     ck_assert_int_eq(errno, ECHILD);
 }
 
-static int count_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    ck_assert_ptr_nonnull(d);
-    int n = 0;
-    while (readdir(d))
-        n++;
-    closedir(d);
-    return n;
-}
 
 static long status_kib(const char *field)
 {
@@ -589,7 +579,7 @@ START_TEST(maps_leave_no_fd_thread_or_child_behind)
     run_init(&warm);
     ck_assert_int_eq(llll_pool_map(p, 10, arg_fn, result_fn, &warm, NULL), 0);
     llll_pool_free(p);
-    int fds = count_dir("/proc/self/fd"), threads = count_dir("/proc/self/task");
+    int fds = t_count_dir("/proc/self/fd"), threads = t_count_dir("/proc/self/task");
     p = fork_pool(2, &(llll_pool_opts){ .call_timeout_ms = 1000 });
     for (int k = 0; k < 3; k++) {
         struct run r;
@@ -602,12 +592,12 @@ START_TEST(maps_leave_no_fd_thread_or_child_behind)
     ck_assert_int_eq(llll_pool_call(p, &work.hang, sizeof work.hang, &res), -ETIMEDOUT);
     llll_buf_free(&res);
     llll_pool_free(p);
-    ck_assert_int_eq(count_dir("/proc/self/fd"), fds);
+    ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
     /* A joined thread's task can stay listed a moment after pthread_join
      * returned; a leaked one never goes (the case's timeout ends the wait). */
-    while (count_dir("/proc/self/task") > threads)
+    while (t_count_dir("/proc/self/task") > threads)
         sched_yield();
-    ck_assert_int_eq(count_dir("/proc/self/task"), threads);
+    ck_assert_int_eq(t_count_dir("/proc/self/task"), threads);
     assert_no_child();
 }
 END_TEST

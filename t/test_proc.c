@@ -120,28 +120,7 @@ static void assert_no_child_left(void)
     ck_assert_int_eq(errno, ECHILD);
 }
 
-static int count_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    ck_assert_ptr_nonnull(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
 
-/* Check's runner may leave fds open without FD_CLOEXEC; mark them, so only
- * the library's own fds are under test. */
-static void cloexec_everything(void)
-{
-    for (int fd = 3; fd < 1024; fd++) {
-        int fl = fcntl(fd, F_GETFD);
-        if (fl >= 0)
-            fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
-    }
-}
 
 /* --------------------------------------------------------------- output */
 
@@ -322,7 +301,7 @@ START_TEST(start_reports_enoent_for_a_missing_program_and_leaves_no_child)
     snprintf(path, sizeof path, "PATH=%s", dir);
     const char *env[] = {path, NULL};
     llll_proc_opts o = {.env = env};
-    int fds = count_dir("/proc/self/fd");
+    int fds = t_count_dir("/proc/self/fd");
     llll_proc *p = (llll_proc *)&p;
     const char *argv[] = {"llll-no-such-program-4711", NULL};
     ck_assert_int_eq(llll_proc_start(&p, argv, &o), -ENOENT);
@@ -332,7 +311,7 @@ START_TEST(start_reports_enoent_for_a_missing_program_and_leaves_no_child)
     const char *abs[] = {"/nonexistent/llll-prog", NULL};
     ck_assert_int_eq(llll_proc_start(&p, abs, NULL), -ENOENT);
     assert_no_child_left();
-    ck_assert_int_eq(count_dir("/proc/self/fd"), fds);
+    ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
 }
 END_TEST
 
@@ -352,13 +331,13 @@ END_TEST
 
 START_TEST(start_reports_the_error_of_a_missing_cwd)
 {
-    int fds = count_dir("/proc/self/fd");
+    int fds = t_count_dir("/proc/self/fd");
     llll_proc *p;
     const char *argv[] = {"true", NULL};
     llll_proc_opts o = {.cwd = "/nonexistent/llll-dir"};
     ck_assert_int_eq(llll_proc_start(&p, argv, &o), -ENOENT);
     assert_no_child_left();
-    ck_assert_int_eq(count_dir("/proc/self/fd"), fds);
+    ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
 }
 END_TEST
 
@@ -634,7 +613,7 @@ END_TEST
 
 START_TEST(free_of_a_running_child_kills_and_reaps_it)
 {
-    int fds = count_dir("/proc/self/fd");
+    int fds = t_count_dir("/proc/self/fd");
     cap c;
     cap_init(&c);
     const char *argv[] = {"sleep", "30", NULL};
@@ -645,7 +624,7 @@ START_TEST(free_of_a_running_child_kills_and_reaps_it)
     ck_assert_int_eq(c.ends, 1); /* on_end ran, and before free returned */
     ck_assert(WIFSIGNALED(c.status) && WTERMSIG(c.status) == SIGKILL);
     assert_no_child_left();
-    ck_assert_int_eq(count_dir("/proc/self/fd"), fds);
+    ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
     llll_proc_free(NULL);
     cap_free(&c);
 }
@@ -847,7 +826,7 @@ static void *spawn_loop(void *arg)
 
 START_TEST(children_see_only_fds_0_1_2_even_while_another_thread_spawns)
 {
-    cloexec_everything();
+    t_cloexec_everything();
     atomic_store(&spinning, true);
     pthread_t t;
     ck_assert_int_eq(pthread_create(&t, NULL, spawn_loop, NULL), 0);
@@ -871,10 +850,10 @@ static int count_threads_settled(int want)
      * pthread_join returned (the kernel wakes the joiner first). The bound
      * is generous: with the CPUs busy the exiting task may wait long for
      * its turn, and a real leak never settles anyway. */
-    int n = count_dir("/proc/self/task");
+    int n = t_count_dir("/proc/self/task");
     for (int i = 0; i < 100000 && n > want; i++) {
         sched_yield();
-        n = count_dir("/proc/self/task");
+        n = t_count_dir("/proc/self/task");
     }
     return n;
 }
@@ -884,7 +863,7 @@ START_TEST(a_thousand_spawns_leave_fds_threads_and_zombies_unchanged)
     const char *argv[] = {"/bin/true", NULL};
     /* One first: a sanitizer's runtime may start a thread of its own then. */
     ck_assert_int_eq(run(argv, NULL), 0);
-    int fds = count_dir("/proc/self/fd");
+    int fds = t_count_dir("/proc/self/fd");
     int threads = count_threads_settled(1);
     for (int i = 0; i < 1000; i++) {
         llll_proc *p;
@@ -894,7 +873,7 @@ START_TEST(a_thousand_spawns_leave_fds_threads_and_zombies_unchanged)
         ck_assert_int_eq(st, 0);
         llll_proc_free(p);
     }
-    ck_assert_int_eq(count_dir("/proc/self/fd"), fds);
+    ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
     ck_assert_int_eq(count_threads_settled(threads), threads);
     assert_no_child_left();
 }
@@ -1556,7 +1535,7 @@ END_TEST
 
 START_TEST(die_with_parent_children_end_normally_and_report_start_errors)
 {
-    int fds = count_dir("/proc/self/fd");
+    int fds = t_count_dir("/proc/self/fd");
     llll_proc_opts o = {.die_with_parent = true};
     const char *argv[] = {"sh", "-c", "exit 5", NULL};
     int st = run(argv, &o);
@@ -1570,7 +1549,7 @@ START_TEST(die_with_parent_children_end_normally_and_report_start_errors)
     o.cwd = "/nonexistent/llll-dir";
     ck_assert_int_eq(llll_proc_start(&p, argv, &o), -ENOENT);
     assert_no_child_left();
-    ck_assert_int_eq(count_dir("/proc/self/fd"), fds);
+    ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
 }
 END_TEST
 
