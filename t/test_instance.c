@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -596,6 +597,10 @@ static bool list_fds(pid_t pid, fdlist *l)
             continue;
         int fd = atoi(e->d_name);
         if (pid == getpid() && fd == dirfd(d))
+            continue;
+        /* valgrind keeps its own fds above the limit it shows the program */
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (rlim_t)fd >= rl.rlim_cur)
             continue;
         char path[352];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);

@@ -1378,12 +1378,14 @@ static void assert_fresh_and_stopped_by_sigterm(const sigstate *s)
     ck_assert_int_eq(WTERMSIG(s->stop_status), SIGTERM);
 }
 
-static void ignore_some_signals(void)
+static const int ignored[] = {SIGPIPE, SIGUSR1, SIGTERM};
+
+static void ignore_some_signals(bool ignore)
 {
-    /* This process ignores these: a fresh program does not. */
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGUSR1, SIG_IGN);
-    signal(SIGTERM, SIG_IGN);
+    /* This process ignores these: a fresh program does not. Put back after
+     * the case, for those after it with CK_FORK=no. */
+    for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++)
+        signal(ignored[i], ignore ? SIG_IGN : SIG_DFL);
 }
 
 static void on_line_starts_a_child(void *u, const char *line, size_t len)
@@ -1395,11 +1397,12 @@ static void on_line_starts_a_child(void *u, const char *line, size_t len)
 
 START_TEST(a_child_started_from_a_callback_has_no_signal_blocked_or_ignored_and_stops_on_sigterm)
 {
-    ignore_some_signals();
+    ignore_some_signals(true);
     sigstate s = {.blk = 1, .ign = 1, .stop_rc = 1, .start_rc = 1};
     const char *argv[] = {"echo", "go", NULL};
     llll_proc_opts o = {.on_stdout = on_line_starts_a_child, .userdata = &s};
     ck_assert_int_eq(run(argv, &o), 0);
+    ignore_some_signals(false);
     assert_fresh_and_stopped_by_sigterm(&s);
 }
 END_TEST
@@ -1425,7 +1428,7 @@ static int item_starts_a_child_on_a_worker(void *ctx, size_t i)
 
 START_TEST(a_child_started_from_a_mapper_item_has_no_signal_blocked_or_ignored_and_stops_on_sigterm)
 {
-    ignore_some_signals();
+    ignore_some_signals(true);
     mapper_start m = {.caller = pthread_self(), .s = {.blk = 1, .ign = 1, .stop_rc = 1, .start_rc = 1}};
     sem_init(&m.done, 0, 0);
     llll_mapper *mp;
@@ -1434,6 +1437,7 @@ START_TEST(a_child_started_from_a_mapper_item_has_no_signal_blocked_or_ignored_a
     ck_assert_int_eq(llll_mapper_map(mp, 2, item_starts_a_child_on_a_worker, &m), 0);
     llll_mapper_free(mp);
     sem_destroy(&m.done);
+    ignore_some_signals(false);
     assert_fresh_and_stopped_by_sigterm(&m.s);
 }
 END_TEST
