@@ -770,8 +770,13 @@ START_TEST(a_ten_million_item_stream_grows_rss_by_less_than_8_mib)
     long after = status_kib("VmRSS");
     ck_assert_uint_eq(r.ok, 10000000);
     ck_assert_uint_eq(r.out_of_order + r.wrong + r.nerr, 0);
-    ck_assert_msg(after - before < 8 * 1024, "RSS grew by %ld KiB", after - before);
     llll_pool_free(p);
+#if defined(__SANITIZE_THREAD__)
+    (void)before, (void)after;
+    fprintf(stderr, "a_ten_million_item_stream...: RSS not checked under ThreadSanitizer (its shadow and history memory grow with the work done)\n");
+#else
+    ck_assert_msg(after - before < 8 * 1024, "RSS grew by %ld KiB", after - before);
+#endif
 }
 END_TEST
 
