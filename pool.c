@@ -971,8 +971,8 @@ static int acquire(llll_pool *p, struct waiter *w, int *slot)
                     unqueue(p, w);
                     break;
                 }
-                unlock(p);
-                wake = -1;   /* a post came, or comes when our call is run */
+                wake = -1;   /* a post came, or comes when our call is run;
+                                the loop's top lets the lock go */
                 continue;
             }
             if (wake < 0 || p->no_respawn) {
