@@ -635,6 +635,21 @@ static void start_call(struct one_call *c, pthread_t *t)
     t_wait_until_sleeping(c->tid);
 }
 
+/* Joins n calls started with start_call: item 13 (it kills its worker)
+ * failed with -ECONNRESET, every other got its result. */
+static void join_calls(struct one_call *c, pthread_t *t, int n)
+{
+    for (int k = 0; k < n; k++) {
+        pthread_join(t[k], NULL);
+        if (c[k].x == 13) {
+            ck_assert_int_eq(c[k].rc, -ECONNRESET);
+        } else {
+            ck_assert_msg(c[k].rc == 0, "%d: %s", (int)c[k].x, llll_strerror(c[k].rc));
+            ck_assert_uint_eq(c[k].y, c[k].x * 3 + 1);
+        }
+    }
+}
+
 /* One worker, held by a first call while five more queue up; its caller then
  * runs the five in one frame, and the worker dies on the fourth. The others
  * are retried alone and get their results; only the poisonous one fails. */
@@ -657,15 +672,7 @@ START_TEST(calls_run_together_with_one_that_kills_the_worker_get_their_results)
     ck_assert_int_eq(write(hp[1], "x", 1), 1);
     pthread_join(th, NULL);
     ck_assert_int_eq(h.rc, 0);
-    for (int k = 0; k < 5; k++) {
-        pthread_join(t[k], NULL);
-        if (c[k].x == 13) {
-            ck_assert_int_eq(c[k].rc, -ECONNRESET);
-        } else {
-            ck_assert_msg(c[k].rc == 0, "%d: %s", (int)c[k].x, llll_strerror(c[k].rc));
-            ck_assert_uint_eq(c[k].y, c[k].x * 3 + 1);
-        }
-    }
+    join_calls(c, t, 5);   /* 13 is the poisonous one */
     llll_pool_stats st;
     llll_pool_get_stats(p, &st);
     ck_assert_uint_eq(st.crashes, 1);
@@ -731,15 +738,7 @@ START_TEST(a_caller_handed_a_worker_sends_its_call_with_the_waiting_ones)
     ck_assert_int_eq(h.rc, 0);
     ck_assert_int_eq(mw.rc, 0);
     ck_assert_uint_eq(mw.r.ok, 3);
-    for (int k = 0; k < 3; k++) {
-        pthread_join(t[k], NULL);
-        if (c[k].x == 13) {
-            ck_assert_int_eq(c[k].rc, -ECONNRESET);
-        } else {
-            ck_assert_msg(c[k].rc == 0, "%d: %s", (int)c[k].x, llll_strerror(c[k].rc));
-            ck_assert_uint_eq(c[k].y, c[k].x * 3 + 1);
-        }
-    }
+    join_calls(c, t, 3);
     llll_pool_stats st;
     llll_pool_get_stats(p, &st);
     ck_assert_uint_eq(st.crashes, 1);
