@@ -40,6 +40,25 @@ static void call_expect(llll_pool *p, const char *cmd, const char *want)
     llll_buf_free(&r);
 }
 
+/* The pool's only host can no longer launch its worker: a crash, then the
+ * relaunches fail (the crash's own at once, then one per call after each
+ * back-off) until the fifth drops the host; calls then get -ECHILD. */
+static void assert_dropped_after_five_failed_launches(llll_pool *p, llll_buf *r)
+{
+    ck_assert_int_eq(llll_pool_call(p, "crash", 5, r), -ECONNRESET);
+    int calls = 0, rc;
+    while ((rc = llll_pool_call(p, "fib 5", 5, r)) == -ECONNRESET && calls < 10)
+        calls++;
+    ck_assert_int_eq(rc, -ECHILD);
+    ck_assert_int_eq(calls, 4);
+    ck_assert_int_eq(llll_pool_size(p), 0);
+    llll_pool_stats st;
+    llll_pool_get_stats(p, &st);
+    ck_assert_int_eq(st.launch_failures, 5);
+    ck_assert_int_eq(st.hosts_dropped, 1);
+    ck_assert_int_eq(st.crashes, 1);
+}
+
 static long fib(int n)
 {
     return n < 2 ? n : fib(n - 1) + fib(n - 2);

@@ -370,20 +370,7 @@ START_TEST(a_host_whose_relaunches_fail_five_times_in_a_row_is_dropped)
     ck_assert_int_eq(llll_pool_start(&p, worker(NULL), 0, &o), 0);
     ck_assert_int_eq(unlink(flag), 0);
     llll_buf r = LLLL_BUF_INIT;
-    /* The crash's immediate relaunch fails (1), then each call waits out the
-     * back-off and tries once (2..5); the fifth drops the host. */
-    ck_assert_int_eq(llll_pool_call(p, "crash", 5, &r), -ECONNRESET);
-    int calls = 0, rc;
-    while ((rc = llll_pool_call(p, "fib 5", 5, &r)) == -ECONNRESET && calls < 10)
-        calls++;
-    ck_assert_int_eq(rc, -ECHILD);
-    ck_assert_int_eq(calls, 4);
-    ck_assert_int_eq(llll_pool_size(p), 0);
-    llll_pool_stats st;
-    llll_pool_get_stats(p, &st);
-    ck_assert_int_eq(st.launch_failures, 5);
-    ck_assert_int_eq(st.hosts_dropped, 1);
-    ck_assert_int_eq(st.crashes, 1);
+    assert_dropped_after_five_failed_launches(p, &r);
     /* Dropped for good: the launcher works again, the host stays out. */
     write_file(flag, "", 0644);
     ck_assert_int_eq(llll_pool_call(p, "fib 5", 5, &r), -ECHILD);

@@ -410,17 +410,7 @@ START_TEST(a_host_whose_relaunches_fail_five_times_in_a_row_is_dropped)
     ck_assert_int_eq(llll_pool_start(&p, argv, 0, &o), 0);
     ck_assert_int_eq(unlink(argv[0]), 0);   /* no worker on that host any more */
     llll_buf r = LLLL_BUF_INIT;
-    ck_assert_int_eq(llll_pool_call(p, "crash", 5, &r), -ECONNRESET);
-    int calls = 0, rc;
-    while ((rc = llll_pool_call(p, "fib 5", 5, &r)) == -ECONNRESET && calls < 10)
-        calls++;
-    ck_assert_int_eq(rc, -ECHILD);
-    ck_assert_int_eq(calls, 4);
-    ck_assert_int_eq(llll_pool_size(p), 0);
-    llll_pool_stats st;
-    llll_pool_get_stats(p, &st);
-    ck_assert_int_eq(st.launch_failures, 5);
-    ck_assert_int_eq(st.hosts_dropped, 1);
+    assert_dropped_after_five_failed_launches(p, &r);
     llll_buf_free(&r);
     llll_pool_free(p);
     ck_assert_msg(strstr(kept(), "No such file or directory"), "%s", kept());
