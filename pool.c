@@ -401,8 +401,6 @@ static int await_hello(llll_pool *p, llll_instance *in, int timeout_ms)
         rc = -ECONNRESET;
     } else if (rc == -EMSGSIZE) {
         rc = -EPROTO;
-    } else if (rc == -EAGAIN) {
-        rc = -ETIMEDOUT;
     }
     if (rc == 0)   /* our requests: a batch of BATCH_BYTES and one argument more */
         llll_sbc_set_max_frame(ch, p->reply_limit + BATCH_BYTES + 64);
