@@ -47,6 +47,13 @@
  * or one pump thread of a map), which alone uses its channel; llll_pool_free
  * only shuts channels down, and the watchdog only kills workers.
  *
+ * The fast lane: a call on a pool without call_timeout_ms, while no thread
+ * waits for a worker, takes the worker its thread used last if it is idle
+ * with one compare-and-swap on the slot's state, and lets it go with one
+ * store, without the mutex; so two threads calling two workers never meet.
+ * Anything else (a busy worker, a failed exchange, a thread waiting) takes
+ * the mutex. A slot's state goes from IDLE to BUSY only by compare-and-swap.
+ *
  * More callers than workers: a thread that finds every worker busy queues
  * its request and sleeps on a semaphore; a thread that owns a worker runs the
  * queued calls on it, up to COMBINE_MAX in one frame and DELEGATE_MAX frames,
@@ -112,7 +119,7 @@ enum slot_state {
 struct slot {
     llll_instance *in;  /* NULL when dead (or while a replacement starts) */
     llll_sbc *ch;       /* in's channel */
-    enum slot_state state;
+    _Atomic int state;  /* enum slot_state; IDLE to BUSY only by compare-and-swap */
     int64_t deadline;   /* CLOCK_MONOTONIC ms; 0: none (the watchdog reads it) */
     bool expired;       /* the watchdog killed the worker at its deadline */
     uint32_t next_id;   /* owner only: the last request id sent */
@@ -156,7 +163,9 @@ struct llll_pool {
     int cursor;               /* where a thread without a hint starts looking */
     struct waiter *qhead, *qtail;  /* threads waiting for a worker, oldest first */
     int inside;               /* calls and maps between entry and return */
-    bool closing;
+    _Atomic int fast_inside;  /* calls in the fast lane (not in inside) */
+    _Atomic int seeking;      /* threads in acquire: a worker let go goes to them */
+    _Atomic bool closing;
     _Atomic int nlive;        /* slots with a live worker: llll_pool_size */
     uint64_t id;              /* unique per pool in this process, for the thread hints */
 
@@ -474,6 +483,13 @@ static void kick(llll_pool *p)
         w->state = W_RETRY;
         sem_post(&w->wake);
     }
+}
+
+/* Takes slot i if it is idle. */
+static bool take(llll_pool *p, int i)
+{
+    int idle = SLOT_IDLE;
+    return atomic_compare_exchange_strong(&p->slots[i].state, &idle, SLOT_BUSY);
 }
 
 /* The owner of slot i (with a live worker) lets it go: to the oldest waiter,
@@ -914,15 +930,14 @@ static int retire(llll_pool *p, int i)
 /* Takes a worker: 0 with *slot owned, 1 when another thread ran the call
  * (w->rc; the lock is then not held, and the call left the pool), or an
  * error. Lock held on entry and (but for 1) on exit. */
-static int acquire(llll_pool *p, struct waiter *w, int *slot)
+static int acquire_locked(llll_pool *p, struct waiter *w, int *slot)
 {
     for (;;) {
         if (p->closing)
             return -ECANCELED;
         if (!p->qhead) {
             int h = hint.pool_id == p->id ? hint.slot : -1;
-            if (h >= 0 && h < p->n && p->slots[h].state == SLOT_IDLE) {
-                p->slots[h].state = SLOT_BUSY;
+            if (h >= 0 && h < p->n && take(p, h)) {
                 *slot = h;
                 return 0;
             }
@@ -932,9 +947,8 @@ static int acquire(llll_pool *p, struct waiter *w, int *slot)
         for (int k = 0; k < p->n; k++) {
             int i = (p->cursor + k) % p->n;
             enum slot_state st = p->slots[i].state;
-            if (st == SLOT_IDLE && !p->qhead) {
+            if (st == SLOT_IDLE && !p->qhead && take(p, i)) {
                 p->cursor = (i + 1) % p->n;
-                p->slots[i].state = SLOT_BUSY;
                 *slot = i;
                 return 0;
             }
@@ -992,6 +1006,19 @@ static int acquire(llll_pool *p, struct waiter *w, int *slot)
             }
         }
     }
+}
+
+/* acquire_locked, counted in seeking: a call in the fast lane that lets a
+ * worker go while a thread looks for one, or waits for one, takes the lock
+ * to give it to that thread. The seeker counts itself before it looks, and
+ * the call looks at seeking after the worker went idle, so one of the two
+ * sees the other. */
+static int acquire(llll_pool *p, struct waiter *w, int *slot)
+{
+    atomic_fetch_add(&p->seeking, 1);
+    int rc = acquire_locked(p, w, slot);
+    atomic_fetch_sub(&p->seeking, 1);
+    return rc;
 }
 
 /* Sets the deadline of slot i: call_timeout_ms from now, plus extra_ms (the
@@ -1146,20 +1173,34 @@ static int exchange(llll_pool *p, struct slot *s, const void *arg, size_t len, l
     return rc;
 }
 
+/* An exchange made in the fast lane, which failed. */
+struct done {
+    int rc;
+    enum fate fate;
+};
+
 /* Runs one call on slot i, which the caller owns; lock held on entry and
  * exit (dropped meanwhile). Returns its outcome, or AGAIN; *owned tells
  * whether slot i is still the caller's, with a live worker. A request that
- * its worker never read goes to the worker's replacement. */
-static int call_on(llll_pool *p, int i, const void *arg, size_t len, llll_buf *result, bool *owned)
+ * its worker never read goes to the worker's replacement. With pre, the
+ * first exchange was made already, with that outcome. */
+static int call_on(llll_pool *p, int i, const void *arg, size_t len, llll_buf *result, bool *owned,
+                   const struct done *pre)
 {
     *owned = true;
     for (int attempt = 1;; attempt++) {
         struct slot *s = &p->slots[i];
-        arm(p, i, 0);
-        unlock(p);
         enum fate fate;
-        int rc = exchange(p, s, arg, len, result, &fate);
-        lock(p);
+        int rc;
+        if (pre && attempt == 1) {
+            rc = pre->rc;
+            fate = pre->fate;
+        } else {
+            arm(p, i, 0);
+            unlock(p);
+            rc = exchange(p, s, arg, len, result, &fate);
+            lock(p);
+        }
         bool expired = disarm(p, i);
         if (fate == FT_OK) {
             bump(&p->calls, 1);
@@ -1351,7 +1392,7 @@ static void serve_queue_and_release(llll_pool *p, int i)
             if (!w)
                 break;
             w->state = W_RUNNING;
-            finish_call(p, w, call_on(p, i, w->arg, w->len, w->result, &owned), NULL);
+            finish_call(p, w, call_on(p, i, w->arg, w->len, w->result, &owned, NULL), NULL);
         }
         if (!owned)
             return;
@@ -1375,11 +1416,78 @@ static int run_own(llll_pool *p, int i, struct waiter *w, bool *owned)
         ws[m++]->state = W_RUNNING;
     }
     if (m == 1)
-        return call_on(p, i, w->arg, w->len, w->result, owned);
+        return call_on(p, i, w->arg, w->len, w->result, owned, NULL);
     *owned = combine_on(p, i, ws, m, w);
     if (w->rc != AGAIN || !*owned)
         return w->rc;
-    return call_on(p, i, w->arg, w->len, w->result, owned);   /* alone, now */
+    return call_on(p, i, w->arg, w->len, w->result, owned, NULL);   /* alone, now */
+}
+
+/* A call in the fast lane leaves the pool. */
+static void fast_leave(llll_pool *p)
+{
+    if (atomic_fetch_sub(&p->fast_inside, 1) == 1 && p->closing) {
+        lock(p);
+        pthread_cond_broadcast(&p->drain_cv);
+        unlock(p);
+    }
+}
+
+enum lane { LANE_NO, LANE_DONE, LANE_FAILED };
+
+/* A call's fast lane, for a pool without call_timeout_ms while nobody waits
+ * for a worker: the worker its thread used last, taken and let go with one
+ * atomic operation each, without the pool's lock, so that callers of
+ * different workers never meet. LANE_DONE: the call ran, *rc is its
+ * outcome. LANE_FAILED: the exchange on slot *slot, which the caller owns,
+ * failed as *pre says; the lock is held and the call counted in inside.
+ * LANE_NO: the worker was not idle, the call takes the slow way. */
+static enum lane call_fast(llll_pool *p, struct waiter *w, int *rc, int *slot, struct done *pre)
+{
+    if (p->call_timeout_ms >= 0 || hint.pool_id != p->id || atomic_load(&p->seeking))
+        return LANE_NO;
+    int h = hint.slot;
+    struct slot *s = &p->slots[h];
+    /* free sets closing, then shuts the busy workers' channels down, then
+     * waits for fast_inside: a call counted before it took its worker sees
+     * closing, or has its channel shut down. */
+    atomic_fetch_add(&p->fast_inside, 1);
+    if (!take(p, h)) {
+        fast_leave(p);
+        return LANE_NO;
+    }
+    if (p->closing) {
+        s->state = SLOT_IDLE;
+        fast_leave(p);
+        return LANE_NO;
+    }
+    int r = exchange(p, s, w->arg, w->len, w->result, &pre->fate);
+    if (pre->fate == FT_OK) {
+        bump(&p->calls, 1);
+        if (r == -EREMOTEIO)
+            bump(&p->failures, 1);
+        /* Idle, unless a thread seeks a worker: then it gets this one, with
+         * the queued calls run together, as from any owner. */
+        bool mine = true;
+        if (!atomic_load(&p->seeking)) {
+            s->state = SLOT_IDLE;
+            mine = atomic_load(&p->seeking) && take(p, h);
+        }
+        if (mine) {
+            lock(p);
+            serve_queue_and_release(p, h);
+            unlock(p);
+        }
+        fast_leave(p);
+        *rc = r;
+        return LANE_DONE;
+    }
+    lock(p);
+    p->inside++;
+    atomic_fetch_sub(&p->fast_inside, 1);   /* inside holds free back now */
+    pre->rc = r;
+    *slot = h;
+    return LANE_FAILED;
 }
 
 int llll_pool_call(llll_pool *p, const void *arg, size_t len, llll_buf *result)
@@ -1391,11 +1499,28 @@ int llll_pool_call(llll_pool *p, const void *arg, size_t len, llll_buf *result)
         return -EMSGSIZE;
     struct waiter w = { .is_call = true, .arg = arg, .len = len, .result = result };
     sem_init(&w.wake, 0, 0);
-    lock(p);
     int rc = -ECANCELED, i;
-    if (!p->closing) {
+    struct done pre;
+    enum lane lane = call_fast(p, &w, &rc, &i, &pre);
+    if (lane == LANE_DONE) {
+        sem_destroy(&w.wake);
+        return rc;
+    }
+    if (lane == LANE_NO) {
+        lock(p);
+        if (p->closing) {
+            unlock(p);
+            sem_destroy(&w.wake);
+            return -ECANCELED;
+        }
         p->inside++;
-        for (;;) {
+    }
+    for (;;) {
+        bool owned;
+        if (lane == LANE_FAILED) {
+            lane = LANE_NO;
+            rc = call_on(p, i, arg, len, result, &owned, &pre);
+        } else {
             rc = acquire(p, &w, &i);
             if (rc == 1) {   /* run by another thread; we are out of the pool */
                 sem_destroy(&w.wake);
@@ -1408,19 +1533,18 @@ int llll_pool_call(llll_pool *p, const void *arg, size_t len, llll_buf *result)
                     rc = -ECANCELED;
                 break;
             }
-            bool owned;
             rc = run_own(p, i, &w, &owned);
-            if (rc == AGAIN)
-                continue;
-            if (owned) {
-                hint.pool_id = p->id;
-                hint.slot = i;
-                serve_queue_and_release(p, i);
-            }
-            break;
         }
-        leave(p);
+        if (rc == AGAIN)
+            continue;
+        if (owned) {
+            hint.pool_id = p->id;
+            hint.slot = i;
+            serve_queue_and_release(p, i);
+        }
+        break;
     }
+    leave(p);
     unlock(p);
     sem_destroy(&w.wake);
     return rc;
@@ -1901,12 +2025,9 @@ static int take_idle(llll_pool *p)
 {
     if (p->qhead || p->closing)
         return -1;
-    for (int i = 0; i < p->n; i++) {
-        if (p->slots[i].state == SLOT_IDLE) {
-            p->slots[i].state = SLOT_BUSY;
+    for (int i = 0; i < p->n; i++)
+        if (take(p, i))
             return i;
-        }
-    }
     return -1;
 }
 
@@ -2392,7 +2513,7 @@ void llll_pool_free(llll_pool *p)
     for (int i = 0; i < p->n; i++)
         if (p->slots[i].state != SLOT_IDLE && p->slots[i].ch)
             llll_sbc_shutdown(p->slots[i].ch);
-    while (p->inside > 0)
+    while (p->inside > 0 || atomic_load(&p->fast_inside) > 0)
         pthread_cond_wait(&p->drain_cv, &p->mu);
     unlock(p);
     if (p->wd_running)

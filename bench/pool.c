@@ -22,7 +22,9 @@
  *     against the same in one process: 10 rounds of the 32 in one map, and
  *     the 32 alone. Alternating, median of 5.
  * (f) llll_pool_call from 4 and from 8 threads on 2 workers, against 2
- *     threads, calls/s. Alternating, median of 5.
+ *     threads, calls/s; and the same by hand: 2 forked echo children over
+ *     socketpairs, thread i calling child i % 2 under a mutex per child.
+ *     Alternating, median of 5.
  *
  * BENCH_SECONDS (default 1) sets the length of one run of (a), (b) and (f);
  * BENCH_PARTS (default "abcdef") the parts to run. */
@@ -105,6 +107,7 @@ static void raw_child(int fd)
 struct driver {
     /* one of the two */
     int raw_fd;
+    pthread_mutex_t *raw_mu;   /* shared by the threads of one child, or NULL */
     llll_pool *pool;
     double until;
     long calls;
@@ -118,8 +121,13 @@ static void *drive_raw(void *arg)
     long n = 0;
     while ((n & 63) || now() < d->until) {
         memcpy(frame + 4, &n, 8);
-        if (write(d->raw_fd, frame, sizeof frame) != (ssize_t)sizeof frame ||
-            read_full(d->raw_fd, back, sizeof back) || memcmp(back + 4, &n, 8) != 0) {
+        if (d->raw_mu)
+            pthread_mutex_lock(d->raw_mu);
+        bool ok = write(d->raw_fd, frame, sizeof frame) == (ssize_t)sizeof frame &&
+                  !read_full(d->raw_fd, back, sizeof back) && memcmp(back + 4, &n, 8) == 0;
+        if (d->raw_mu)
+            pthread_mutex_unlock(d->raw_mu);
+        if (!ok) {
             d->rc = -EIO;
             break;
         }
@@ -653,6 +661,39 @@ static void fib_map_compare(llll_pool *pool, int rounds)
 
 /* ------------------------------------- (f) more calling threads than workers */
 
+/* Forks 2 echo children over socketpairs for the by-hand baselines. */
+static void raw_children(int fds[THREADS], pid_t kids[THREADS])
+{
+    for (int i = 0; i < THREADS; i++) {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
+            perror("socketpair");
+            exit(1);
+        }
+        kids[i] = fork();
+        if (kids[i] < 0) {
+            perror("fork");
+            exit(1);
+        }
+        if (kids[i] == 0) {
+            close(sv[0]);
+            for (int j = 0; j < i; j++)   /* a fork copies the siblings' fds */
+                close(fds[j]);
+            raw_child(sv[1]);
+        }
+        close(sv[1]);
+        fds[i] = sv[0];
+    }
+}
+
+static void raw_children_end(int fds[THREADS], pid_t kids[THREADS])
+{
+    for (int i = 0; i < THREADS; i++)
+        close(fds[i]);
+    for (int i = 0; i < THREADS; i++)
+        waitpid(kids[i], NULL, 0);
+}
+
 static void bench_callers(void)
 {
     llll_pool *pool;
@@ -661,22 +702,38 @@ static void bench_callers(void)
         fprintf(stderr, "bench/pool: llll_pool_fork: %s\n", llll_strerror(rc));
         exit(1);
     }
-    struct driver d[8] = { 0 };
-    for (int i = 0; i < 8; i++)
+    int fds[THREADS];
+    pid_t kids[THREADS];
+    raw_children(fds, kids);
+    pthread_mutex_t mu[THREADS];
+    struct driver d[8] = { 0 }, h[8] = { 0 };
+    for (int i = 0; i < THREADS; i++)
+        pthread_mutex_init(&mu[i], NULL);
+    for (int i = 0; i < 8; i++) {
         d[i].pool = pool;
+        h[i].raw_fd = fds[i % THREADS];
+        h[i].raw_mu = &mu[i % THREADS];
+    }
     static const int counts[3] = { 2, 4, 8 };
-    double r[3][RUNS];
-    for (int k = 0; k < RUNS; k++)
-        for (int c = 0; c < 3; c++)
+    double r[3][RUNS], b[3][RUNS];
+    for (int k = 0; k < RUNS; k++) {
+        for (int c = 0; c < 3; c++) {
             r[c][k] = run_load_n(drive_pool, d, counts[c]);
-    double m2 = median(r[0], RUNS);
-    printf("(f) llll_pool_call, 2 workers, echo of 8 bytes, median of %d runs of %.1f s:\n", RUNS, seconds);
-    printf("    2 threads  %9.0f calls/s\n", m2);
+            b[c][k] = run_load_n(drive_raw, h, counts[c]);
+        }
+    }
+    double m2 = median(r[0], RUNS), b2 = median(b[0], RUNS);
+    printf("(f) calls, 2 workers, echo of 8 bytes, median of %d runs of %.1f s:\n", RUNS, seconds);
+    printf("    2 threads  llll_pool_call %9.0f calls/s   by hand %9.0f calls/s\n", m2, b2);
     for (int c = 1; c < 3; c++) {
-        double m = median(r[c], RUNS);
-        printf("    %d threads  %9.0f calls/s   %.2f of 2 threads (target >= 0.8)\n", counts[c], m, m / m2);
+        double m = median(r[c], RUNS), bm = median(b[c], RUNS);
+        printf("    %d threads  llll_pool_call %9.0f calls/s   %.2f of 2 threads (target >= 0.8);"
+               "   by hand %9.0f calls/s   %.2f of 2 threads\n", counts[c], m, m / m2, bm, bm / b2);
     }
     llll_pool_free(pool);
+    raw_children_end(fds, kids);
+    for (int i = 0; i < THREADS; i++)
+        pthread_mutex_destroy(&mu[i]);
 }
 
 /* ------------------------------------------------------------------ main */
@@ -694,26 +751,10 @@ static double bench_calls(void)
     /* (a) the ceiling's children, and the pool */
     struct driver raw[THREADS] = { 0 }, pooled[THREADS] = { 0 };
     pid_t kids[THREADS];
-    for (int i = 0; i < THREADS; i++) {
-        int sv[2];
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
-            perror("socketpair");
-            exit(1);
-        }
-        kids[i] = fork();
-        if (kids[i] < 0) {
-            perror("fork");
-            exit(1);
-        }
-        if (kids[i] == 0) {
-            close(sv[0]);
-            for (int j = 0; j < i; j++)   /* a fork copies the siblings' fds */
-                close(raw[j].raw_fd);
-            raw_child(sv[1]);
-        }
-        close(sv[1]);
-        raw[i].raw_fd = sv[0];
-    }
+    int fds[THREADS];
+    raw_children(fds, kids);
+    for (int i = 0; i < THREADS; i++)
+        raw[i].raw_fd = fds[i];
     llll_pool *pool;
     int rc = llll_pool_fork(&pool, echo_fn, NULL, 2, NULL);
     if (rc) {
@@ -733,10 +774,7 @@ static double bench_calls(void)
     printf("    hand-written ceiling  %9.0f calls/s\n", m_raw);
     printf("    llll_pool_call        %9.0f calls/s   ratio %.2f (target >= 0.85)\n", m_pool, m_pool / m_raw);
     llll_pool_free(pool);
-    for (int i = 0; i < THREADS; i++)
-        close(raw[i].raw_fd);
-    for (int i = 0; i < THREADS; i++)
-        waitpid(kids[i], NULL, 0);
+    raw_children_end(fds, kids);
     fflush(stdout);
     return m_pool;
 }

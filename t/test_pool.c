@@ -80,6 +80,7 @@ struct hold_arg {
     char cmd[64];
     int rc;
     long pid;
+    bool warm;   /* make one quick call first, so that the thread has a worker it used last */
 };
 
 static void *hold_thread(void *a)
@@ -87,6 +88,10 @@ static void *hold_thread(void *a)
     struct hold_arg *h = a;
     llll_buf res = LLLL_BUF_INIT;
     char out[64];
+    if (h->warm && (h->rc = call_str(h->p, "sq 2", &res, out, sizeof out)) != 0) {
+        llll_buf_free(&res);
+        return NULL;
+    }
     h->rc = call_str(h->p, h->cmd, &res, out, sizeof out);
     h->pid = strtol(out, NULL, 10);
     llll_buf_free(&res);
@@ -124,7 +129,7 @@ static void hold_start(llll_pool *p, int n, struct hold_arg *h, pthread_t *th, i
 
 static void assert_all_workers_answer(llll_pool *p, int n)
 {
-    struct hold_arg h[16];
+    struct hold_arg h[16] = { 0 };
     pthread_t th[16];
     int arrived[16];
     ck_assert_int_le(n, 16);
@@ -812,7 +817,7 @@ START_TEST(free_releases_threads_blocked_in_calls)
 {
     make_hold_pipes();
     llll_pool *p = start_worker_pool(2, NULL);
-    struct hold_arg h[2];
+    struct hold_arg h[2] = { 0 };
     pthread_t th[2];
     int arrived[2];
     hold_start(p, 2, h, th, arrived);   /* both calls are inside their workers */
@@ -821,6 +826,24 @@ START_TEST(free_releases_threads_blocked_in_calls)
         pthread_join(th[i], NULL);
         ck_assert_msg(h[i].rc == -ECANCELED, "%s", llll_strerror(h[i].rc));
     }
+    close_hold_pipes();
+    assert_no_child();
+}
+END_TEST
+
+/* A thread that called before takes the worker it used last without the
+ * pool's lock: free must still cancel its call, and wait for it. */
+START_TEST(free_releases_a_thread_blocked_in_a_call_on_the_worker_it_used_last)
+{
+    make_hold_pipes();
+    llll_pool *p = start_worker_pool(1, NULL);
+    struct hold_arg h = { .warm = true };
+    pthread_t th;
+    int arrived;
+    hold_start(p, 1, &h, &th, &arrived);
+    llll_pool_free(p);
+    pthread_join(th, NULL);
+    ck_assert_msg(h.rc == -ECANCELED, "%s", llll_strerror(h.rc));
     close_hold_pipes();
     assert_no_child();
 }
@@ -949,6 +972,7 @@ static Suite *pool_suite(void)
     tcase_add_test(tc, serve_sends_the_documented_wire_format);
     tcase_add_test(tc, serve_returns_zero_in_each_worker_when_the_pool_is_freed);
     tcase_add_test(tc, free_releases_threads_blocked_in_calls);
+    tcase_add_test(tc, free_releases_a_thread_blocked_in_a_call_on_the_worker_it_used_last);
     tcase_add_test(tc, free_cancels_a_call_waiting_for_a_replacement_to_say_hello);
     tcase_add_test(tc, a_pool_leaves_no_fd_open_after_crashes_timeouts_and_free);
     tcase_add_test(tc, free_accepts_null);
