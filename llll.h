@@ -708,18 +708,26 @@ int llll_pool_fork(llll_pool **out, llll_serve_fn *fn, void *ctx, int nproc, con
 
 /*
  * Sends arg to an idle worker and waits for its answer, written into result.
- * Safe from any number of threads. With every worker busy the call waits in
- * a queue, oldest first, and a thread that finished its own call on a worker
- * runs the waiting calls there (several in one frame, unless call_timeout_ms
- * is set) before it returns, the
- * waiting caller sleeping until its result is in: more callers than workers
- * keep every worker busy without waking threads for nothing. When a worker
- * dies during such a frame, the calls it had not answered run again, each
- * alone, so a call may run twice: fn should be idempotent (a call that kills
- * a worker alone gets -ECONNRESET, and only it). A thread gets back the
- * worker it used last when that one is idle. A worker found dead before it
- * read the request does not fail the call: the request goes to its
- * replacement.
+ * Safe from any number of threads. A thread gets back the worker it used
+ * last when that one is idle. With it busy (and no call_timeout_ms), the
+ * call waits for it, sleeping: the thread whose call holds that worker, or
+ * the oldest waiting there, sends the waiting calls together in one frame
+ * and wakes each caller with its result. So the callers of one worker share
+ * its frames, and more callers than workers keep every worker busy without
+ * a lock shared by all (each worker's callers can keep to a CPU). A call
+ * waits for its worker while another is idle only until the pool sees that:
+ * a library thread (started the first time a call waits so, joined by
+ * llll_pool_free, every signal blocked) looks every 10 ms, and the calls
+ * waiting for a worker that ran one call that long, or all of them when a
+ * worker stayed idle that long, go to the next idle worker. With
+ * call_timeout_ms set, or no worker of its own, a call that finds every
+ * worker busy waits in a queue, oldest first, and a thread that finished
+ * its own call runs the waiting calls (one at a time with call_timeout_ms)
+ * before it returns. When a worker dies during a frame of several calls,
+ * the calls it had not answered run again, each alone, so a call may run
+ * twice: fn should be idempotent (a call that kills a worker alone gets
+ * -ECONNRESET, and only it). A worker found dead before it read the request
+ * does not fail the call: the request goes to its replacement.
  * Errors (result->len is 0 but for -EREMOTEIO):
  * -EREMOTEIO  fn returned non-zero; result holds what it wrote (an error
  *           message, say). The worker goes on.

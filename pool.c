@@ -47,21 +47,33 @@
  * or one pump thread of a map), which alone uses its channel; llll_pool_free
  * only shuts channels down, and the watchdog only kills workers.
  *
- * The fast lane: a call on a pool without call_timeout_ms, while no thread
- * waits for a worker, takes the worker its thread used last if it is idle
- * with one compare-and-swap on the slot's state, and lets it go with one
- * store, without the mutex; so two threads calling two workers never meet.
- * Anything else (a busy worker, a failed exchange, a thread waiting) takes
- * the mutex. A slot's state goes from IDLE to BUSY only by compare-and-swap.
+ * Lanes (calls on a pool without call_timeout_ms): a call takes the worker
+ * its thread used last when it is idle, with one compare-and-swap on the
+ * slot's state (IDLE to BUSY only ever so), and leads that slot's lane; when
+ * the worker is busy with a call, it queues in the lane (under the slot's
+ * own lock, lm) and sleeps. A leader sends its own call and those queued in
+ * its lane in one frame, posts each caller when its result is in, then hands
+ * the lane to the oldest call queued since, or lets the worker go idle. No
+ * pool lock is taken: threads calling different workers never meet, and the
+ * callers of one worker share its frames and stay together, so that the
+ * scheduler keeps each group on a CPU of its own. A thread with no worker of
+ * its own, or whose worker is not a lane's, takes any idle worker. The lane
+ * watcher, a thread started when a call first queues in a lane, looks every
+ * LANE_WATCH_MS while calls are queued: the calls of a lane whose worker ran
+ * one frame all that time (a long call), or all of them when a worker stayed
+ * idle all that time, may then go to any worker that goes idle. Anything
+ * else (a failed frame, a dead worker, a thread in the pool's queue, a map)
+ * goes the slow way, under the mutex, as below.
  *
- * More callers than workers: a thread that finds every worker busy queues
- * its request and sleeps on a semaphore; a thread that owns a worker runs the
- * queued calls on it, up to COMBINE_MAX in one frame and DELEGATE_MAX frames,
- * before it returns (posting each caller when its result is in), then hands
- * the worker itself to the next waiter. The worker is never idle while a
- * caller sleeps, a finished call costs its caller one wake-up, and no thread
- * is woken for nothing. A map's pump that has nothing to do lets its worker
- * go to a waiting thread.
+ * More callers than workers, the slow way (call_timeout_ms set, a call run
+ * alone after its worker died, a dead worker to replace): a thread that
+ * finds every worker busy queues its request in the pool's queue and sleeps
+ * on a semaphore; a thread that owns a worker runs the queued calls on it,
+ * up to COMBINE_MAX in one frame and DELEGATE_MAX frames, before it returns
+ * (posting each caller when its result is in), then hands the worker itself
+ * to the next waiter, or to its lane. The worker is never idle while a
+ * caller in the pool's queue sleeps, and no thread is woken for nothing. A
+ * map's pump that has nothing to do lets its worker go to a waiting thread.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -120,6 +132,12 @@ struct slot {
     llll_instance *in;  /* NULL when dead (or while a replacement starts) */
     llll_sbc *ch;       /* in's channel */
     _Atomic int state;  /* enum slot_state; IDLE to BUSY only by compare-and-swap */
+    pthread_mutex_t lm;      /* the slot's lane: lh, lt, leading */
+    struct waiter *lh, *lt;  /* calls queued for the lane's leader, oldest first */
+    _Atomic bool leading;    /* a call leads the lane: it owns the slot */
+    _Atomic unsigned epoch;  /* taken, or a frame of its lane started */
+    unsigned seen_epoch;     /* the lane watcher's: epoch at its last look */
+    bool seen_idle;          /* the lane watcher's: idle at its last look */
     int64_t deadline;   /* CLOCK_MONOTONIC ms; 0: none (the watchdog reads it) */
     bool expired;       /* the watchdog killed the worker at its deadline */
     uint32_t next_id;   /* owner only: the last request id sent */
@@ -129,7 +147,9 @@ struct slot {
 
 /* A thread waiting for a worker: a call (which an owner of a worker may run
  * for it) or a map. Lives on the waiting thread's stack. */
-enum wait_state { W_WAITING, W_RUNNING, W_DONE, W_GRANTED, W_RETRY };
+enum wait_state { W_WAITING, W_RUNNING, W_DONE, W_GRANTED, W_RETRY,
+                  W_LEAD,   /* a lane's call: lead the lane of slot `slot` */
+                  W_SLOW }; /* a lane's call: go the slow way */
 struct waiter {
     struct waiter *next;
     sem_t wake;               /* posted by the thread that changed state */
@@ -137,6 +157,7 @@ struct waiter {
     int slot;                 /* W_GRANTED: the slot it now owns */
     bool is_call;
     bool alone;               /* its worker died in a frame shared with others: runs alone */
+    bool stealable;           /* queued in a lane long enough to go to another worker */
     const void *arg;          /* a call's request and outcome */
     size_t len;
     llll_buf *result;
@@ -163,8 +184,15 @@ struct llll_pool {
     int cursor;               /* where a thread without a hint starts looking */
     struct waiter *qhead, *qtail;  /* threads waiting for a worker, oldest first */
     int inside;               /* calls and maps between entry and return */
-    _Atomic int fast_inside;  /* calls in the fast lane (not in inside) */
+    _Atomic int fast_inside;  /* calls in the lanes (not in inside) */
     _Atomic int seeking;      /* threads in acquire: a worker let go goes to them */
+    _Atomic int lane_waiting; /* stealable calls queued in the lanes */
+    _Atomic int lane_queued;  /* calls queued in the lanes */
+    pthread_t lw;             /* the lane watcher */
+    _Atomic bool lw_running, lw_failed;
+    _Atomic bool lw_asleep;   /* it waits for a call to queue */
+    pthread_cond_t lw_cv;
+    _Atomic unsigned lane_cursor;  /* the lane of a thread's first call */
     _Atomic bool closing;
     _Atomic int nlive;        /* slots with a live worker: llll_pool_size */
     uint64_t id;              /* unique per pool in this process, for the thread hints */
@@ -489,21 +517,163 @@ static void kick(llll_pool *p)
 static bool take(llll_pool *p, int i)
 {
     int idle = SLOT_IDLE;
-    return atomic_compare_exchange_strong(&p->slots[i].state, &idle, SLOT_BUSY);
+    if (!atomic_compare_exchange_strong(&p->slots[i].state, &idle, SLOT_BUSY))
+        return false;
+    atomic_fetch_add_explicit(&p->slots[i].epoch, 1, memory_order_relaxed);
+    return true;
 }
 
-/* The owner of slot i (with a live worker) lets it go: to the oldest waiter,
- * or IDLE. Lock held. */
+/* A call in a lane leaves the pool. */
+static void fast_leave(llll_pool *p)
+{
+    if (atomic_fetch_sub(&p->fast_inside, 1) == 1 && p->closing) {
+        lock(p);
+        pthread_cond_broadcast(&p->drain_cv);
+        unlock(p);
+    }
+}
+
+/* A lane's queue (lm held). lane_push returns whether the lane watcher
+ * sleeps, or was never started, and must be woken by the caller once it let
+ * lm go. */
+static bool lane_push(llll_pool *p, struct slot *s, struct waiter *w)
+{
+    w->next = NULL;
+    w->state = W_WAITING;
+    if (s->lt)
+        s->lt->next = w;
+    else
+        s->lh = w;
+    s->lt = w;
+    w->stealable = p->lw_failed;   /* no watcher: any idle worker may take it */
+    if (w->stealable)
+        atomic_fetch_add(&p->lane_waiting, 1);
+    return atomic_fetch_add(&p->lane_queued, 1) == 0 && (atomic_load(&p->lw_asleep) || !p->lw_running);
+}
+
+static bool lane_remove(llll_pool *p, struct slot *s, struct waiter *w);
+
+/* The oldest call queued in s's lane (the oldest stealable one: stealable). */
+static struct waiter *lane_pop(llll_pool *p, struct slot *s, bool stealable)
+{
+    struct waiter *w = s->lh;
+    while (w && stealable && !w->stealable)
+        w = w->next;
+    if (w)
+        lane_remove(p, s, w);
+    return w;
+}
+
+static bool lane_remove(llll_pool *p, struct slot *s, struct waiter *w)
+{
+    struct waiter **pp = &s->lh, *prev = NULL;
+    while (*pp && *pp != w) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (!*pp)
+        return false;
+    *pp = w->next;
+    if (s->lt == w)
+        s->lt = prev;
+    if (w->stealable)
+        atomic_fetch_sub(&p->lane_waiting, 1);
+    atomic_fetch_sub(&p->lane_queued, 1);
+    return true;
+}
+
+/* Ends a lane call that waits (not the caller's own) with state st. */
+static void lane_post(struct waiter *w, int st)
+{
+    w->state = st;
+    sem_post(&w->wake);
+}
+
+/* The calls queued in slot j's lane go the slow way, and the lane has no
+ * leader (its slot died, the pool closes, or its leader failed). */
+static void lane_flush(llll_pool *p, int j)
+{
+    struct slot *s = &p->slots[j];
+    pthread_mutex_lock(&s->lm);
+    struct waiter *w;
+    while ((w = lane_pop(p, s, false)))
+        lane_post(w, W_SLOW);
+    s->leading = false;
+    pthread_mutex_unlock(&s->lm);
+}
+
+static void release(llll_pool *p, int i);
+
+/* Slot j, owned by the caller, goes to the oldest call queued in its lane,
+ * which leads it next; else idle, unless a thread seeks a worker (it gets
+ * this one, through the lock), or a stealable call waits in another lane (it
+ * leads this one). Lock held if locked (the pool's queue is then empty). */
+static void let_go(llll_pool *p, int j, bool locked)
+{
+    struct slot *s = &p->slots[j];
+    for (int round = 0; round < 4; round++) {
+        pthread_mutex_lock(&s->lm);
+        struct waiter *w = p->closing ? NULL : lane_pop(p, s, false);
+        if (!w) {
+            while (p->closing && (w = lane_pop(p, s, false)))
+                lane_post(w, W_SLOW);   /* to learn -ECANCELED */
+            s->leading = false;
+            s->state = SLOT_IDLE;
+        }
+        pthread_mutex_unlock(&s->lm);
+        if (w) {   /* queued while the lane was still led */
+            w->slot = j;
+            lane_post(w, W_LEAD);
+            return;
+        }
+        if (!locked && atomic_load(&p->seeking)) {
+            if (take(p, j)) {
+                lock(p);
+                release(p, j);
+                unlock(p);
+            }
+            return;
+        }
+        if (p->closing || !atomic_load(&p->lane_waiting) || !take(p, j))
+            return;
+        for (int k = 1; k < p->n && !w; k++) {
+            struct slot *o = &p->slots[(j + k) % p->n];
+            pthread_mutex_lock(&o->lm);
+            w = lane_pop(p, o, true);
+            pthread_mutex_unlock(&o->lm);
+        }
+        if (w) {
+            s->leading = true;
+            w->slot = j;
+            lane_post(w, W_LEAD);
+            return;
+        }
+    }
+}
+
+/* The owner of slot i (with a live worker) lets it go: to the oldest thread
+ * waiting in the pool's queue; else to the oldest call queued in the slot's
+ * lane, which leads it next; else idle. Lock held. */
 static void release(llll_pool *p, int i)
 {
-    struct waiter *w = p->closing ? NULL : dequeue(p);
+    struct slot *s = &p->slots[i];
+    if (p->closing) {
+        lane_flush(p, i);
+        s->state = SLOT_IDLE;
+        return;
+    }
+    struct waiter *w = dequeue(p);
     if (w) {
+        /* A call given a worker leads its lane (llll_pool_call); anything
+         * else would hold the lane's calls up: they go the slow way. */
+        if (!w->is_call || w->alone || p->call_timeout_ms >= 0)
+            lane_flush(p, i);
         w->slot = i;
         w->state = W_GRANTED;
         sem_post(&w->wake);
-    } else {
-        p->slots[i].state = SLOT_IDLE;
+        return;
     }
+    let_go(p, i, true);
 }
 
 /* ------------------------------------------------------------ hosts */
@@ -898,6 +1068,7 @@ static int respawn(llll_pool *p, int i)
         s->state = SLOT_BUSY;
     } else {
         s->state = SLOT_DEAD;
+        lane_flush(p, i);
         kick(p);
     }
     return rc;
@@ -921,6 +1092,7 @@ static int retire(llll_pool *p, int i)
     lock(p);
     if (p->no_respawn || p->closing || !host_may_launch(p, i, NULL)) {
         s->state = SLOT_DEAD;
+        lane_flush(p, i);
         kick(p);
         return p->closing ? -ECANCELED : -ECHILD;
     }
@@ -1008,9 +1180,9 @@ static int acquire_locked(llll_pool *p, struct waiter *w, int *slot)
     }
 }
 
-/* acquire_locked, counted in seeking: a call in the fast lane that lets a
- * worker go while a thread looks for one, or waits for one, takes the lock
- * to give it to that thread. The seeker counts itself before it looks, and
+/* acquire_locked, counted in seeking: a lane's call that lets a worker go
+ * while a thread looks for one, or waits for one, takes the lock to give it
+ * to that thread. The seeker counts itself before it looks, and
  * the call looks at seeking after the worker went idle, so one of the two
  * sees the other. */
 static int acquire(llll_pool *p, struct waiter *w, int *slot)
@@ -1173,7 +1345,7 @@ static int exchange(llll_pool *p, struct slot *s, const void *arg, size_t len, l
     return rc;
 }
 
-/* An exchange made in the fast lane, which failed. */
+/* An exchange made in a lane, which failed. */
 struct done {
     int rc;
     enum fate fate;
@@ -1260,26 +1432,19 @@ static void finish_call(llll_pool *p, struct waiter *w, int rc, const struct wai
     sem_post(&w->wake);
 }
 
-/* Runs the m calls ws[] together on slot i, owned by the caller: one
- * request frame, their results copied to their callers. ws[0] may be the
- * caller's own call (self), which is not posted. When the worker fails, the
- * calls it did not answer go back to the front of the queue, each to run
- * alone (so only a call that kills a worker alone fails for it); self then
- * gets AGAIN. Lock held on entry and exit. Returns whether slot i is still
- * the caller's. */
-static bool combine_on(llll_pool *p, int i, struct waiter **ws, uint32_t m, struct waiter *self)
+/* Builds the request frame of the m calls ws[] in slot s's tx (emptying
+ * their results): its request id, or 0 when out of memory. */
+static uint32_t batch_frame(const llll_pool *p, struct slot *s, struct waiter **ws, uint32_t m)
 {
-    struct slot *s = &p->slots[i];
     size_t need = REQ_HEAD;
     for (uint32_t k = 0; k < m; k++)
         need += ARG_HEAD + ws[k]->len;
-    if (llll_buf_reserve(&s->tx, need) < 0) {
-        for (uint32_t k = 0; k < m; k++)
-            finish_call(p, ws[k], -ENOMEM, self);
-        return true;
-    }
+    if (llll_buf_reserve(&s->tx, need) < 0)
+        return 0;
     unsigned char *f = s->tx.data;
     uint32_t id = ++s->next_id;
+    if (!id)
+        id = ++s->next_id;
     put_request_head(f, id, p->reply_limit, m);
     size_t pos = REQ_HEAD;
     for (uint32_t k = 0; k < m; k++) {
@@ -1290,24 +1455,32 @@ static bool combine_on(llll_pool *p, int i, struct waiter **ws, uint32_t m, stru
         pos += ARG_HEAD + ws[k]->len;
     }
     s->tx.len = pos;
-    arm(p, i, 0);   /* only without call_timeout_ms are calls run together */
-    unlock(p);
-    uint32_t got = 0, failures = 0;
-    enum fate fate = FT_UNSENT;
+    return id;
+}
+
+/* Sends slot s's tx frame (request id) and reads the replies to its m calls
+ * ws[], filing each call's result and rc; lock not held. *got calls were
+ * answered, *failures of them with -EREMOTEIO. Returns 0 when all were, else
+ * the error that ended the exchange, *fate telling how. */
+static int batch_io(const llll_pool *p, struct slot *s, struct waiter **ws, uint32_t m, uint32_t id,
+                    uint32_t *got, uint32_t *failures, enum fate *fate)
+{
+    *got = *failures = 0;
+    *fate = FT_UNSENT;
     int rc = llll_sbc_send(s->ch, s->tx.data, s->tx.len);
-    while (rc == 0 && got < m) {
-        fate = FT_DIED;
+    while (rc == 0 && *got < m) {
+        *fate = FT_DIED;
         rc = llll_sbc_recv(s->ch, &s->rx, -1);
         if (rc) {
-            fate = io_fate(rc);
+            *fate = io_fate(rc);
             break;
         }
         uint32_t rid, first, count, len;
         size_t end = s->rx.len - (s->rx.len >= REPLY_TAIL ? REPLY_TAIL : 0), off;
-        fate = FT_BAD;
+        *fate = FT_BAD;
         rc = -EPROTO;
-        if (!reply_tail(s->rx.data, s->rx.len, &rid, &first, &count) || rid != id || first != got ||
-            count > m - got)
+        if (!reply_tail(s->rx.data, s->rx.len, &rid, &first, &count) || rid != id || first != *got ||
+            count > m - *got)
             break;
         /* Results are read from the end: check them all before using any. */
         size_t e = end;
@@ -1323,13 +1496,24 @@ static bool combine_on(llll_pool *p, int i, struct waiter **ws, uint32_t m, stru
             if (item_rc != -EMSGSIZE && llll_buf_set(w->result, (char *)s->rx.data + off, len) < 0)
                 item_rc = -ENOMEM;
             w->rc = item_rc;
-            failures += item_rc == -EREMOTEIO;
+            *failures += item_rc == -EREMOTEIO;
         }
-        got += count;
+        *got += count;
         rc = 0;
-        fate = FT_OK;
+        *fate = FT_OK;
     }
-    lock(p);
+    return rc;
+}
+
+/* After batch_io of the m calls ws[] on slot i (owned by the caller): counts
+ * and wakes the answered calls; when the worker failed, the calls it did not
+ * answer go back to the front of the queue, each to run alone (so only a
+ * call that kills a worker alone fails for it); self (ws[0], or NULL), which
+ * is not posted, then gets AGAIN. Lock held. Returns whether slot i is still
+ * the caller's. */
+static bool batch_end(llll_pool *p, int i, struct waiter **ws, uint32_t m, struct waiter *self,
+                      uint32_t got, uint32_t failures, enum fate fate, int rc)
+{
     bool expired = disarm(p, i);
     bump(&p->calls, got);
     bump(&p->failures, failures);
@@ -1365,6 +1549,28 @@ static bool combine_on(llll_pool *p, int i, struct waiter **ws, uint32_t m, stru
         }
     }
     return retire(p, i) == 0;
+}
+
+/* Runs the m calls ws[] together on slot i, owned by the caller: one
+ * request frame, their results copied to their callers. ws[0] may be the
+ * caller's own call (self), which is not posted. Lock held on entry and
+ * exit. Returns whether slot i is still the caller's. */
+static bool combine_on(llll_pool *p, int i, struct waiter **ws, uint32_t m, struct waiter *self)
+{
+    struct slot *s = &p->slots[i];
+    uint32_t id = batch_frame(p, s, ws, m);
+    if (!id) {
+        for (uint32_t k = 0; k < m; k++)
+            finish_call(p, ws[k], -ENOMEM, self);
+        return true;
+    }
+    arm(p, i, 0);   /* only without call_timeout_ms are calls run together */
+    unlock(p);
+    uint32_t got, failures;
+    enum fate fate;
+    int rc = batch_io(p, s, ws, m, id, &got, &failures, &fate);
+    lock(p);
+    return batch_end(p, i, ws, m, self, got, failures, fate, rc);
 }
 
 /* The owner of slot i runs calls waiting in the queue, oldest first (up to
@@ -1409,8 +1615,8 @@ static int run_own(llll_pool *p, int i, struct waiter *w, bool *owned)
     uint32_t m = 0;
     size_t bytes = w->len;
     ws[m++] = w;
-    while (m < COMBINE_MAX && p->call_timeout_ms < 0 && !p->closing && p->qhead && p->qhead->is_call && !p->qhead->alone &&
-           bytes + p->qhead->len <= BATCH_BYTES) {
+    while (m < COMBINE_MAX && !w->alone && p->call_timeout_ms < 0 && !p->closing && p->qhead && p->qhead->is_call &&
+           !p->qhead->alone && bytes + p->qhead->len <= BATCH_BYTES) {
         bytes += p->qhead->len;
         ws[m] = dequeue(p);
         ws[m++]->state = W_RUNNING;
@@ -1423,71 +1629,321 @@ static int run_own(llll_pool *p, int i, struct waiter *w, bool *owned)
     return call_on(p, i, w->arg, w->len, w->result, owned, NULL);   /* alone, now */
 }
 
-/* A call in the fast lane leaves the pool. */
-static void fast_leave(llll_pool *p)
+/* ------------------------------------------------------------ the lanes */
+
+/* The calls queued in slot j's lane go the slow way; its leader goes on. */
+static void lane_flush_waiters(llll_pool *p, int j)
 {
-    if (atomic_fetch_sub(&p->fast_inside, 1) == 1 && p->closing) {
+    struct slot *s = &p->slots[j];
+    pthread_mutex_lock(&s->lm);
+    struct waiter *w;
+    while ((w = lane_pop(p, s, false)))
+        lane_post(w, W_SLOW);
+    pthread_mutex_unlock(&s->lm);
+}
+
+/* The caller's lane call goes on the slow way, counted in inside. Lock held. */
+static void slow_down(llll_pool *p)
+{
+    p->inside++;
+    atomic_fetch_sub(&p->fast_inside, 1);
+}
+
+/* The leader of slot j's lane is done: threads seeking a worker (a map, a
+ * call that found no lane) come first, through the lock; else the oldest
+ * call queued leads next; else the slot is let go. */
+static void lane_end(llll_pool *p, int j)
+{
+    if (atomic_load(&p->seeking)) {
         lock(p);
-        pthread_cond_broadcast(&p->drain_cv);
+        serve_queue_and_release(p, j);
         unlock(p);
+        return;
+    }
+    let_go(p, j, false);
+}
+
+enum lane {
+    LANE_NO,      /* not taken: the slow way, from the start */
+    LANE_DONE,    /* the call ran: *rc */
+    LANE_FAILED,  /* the exchange on slot *slot (owned) failed as *pre says */
+    LANE_OWNED,   /* slot *slot ended a frame with *rc (AGAIN: run alone); *owned */
+    LANE_RETRY    /* the slow way, from acquire */
+};
+/* (LANE_FAILED, LANE_OWNED and LANE_RETRY: lock held, the call counted in
+ * inside.) */
+
+/* The caller leads slot j's lane (the slot is its): runs its own call and
+ * the calls queued in the lane in one frame, posts their callers, then
+ * hands the lane on. */
+static enum lane lead(llll_pool *p, int j, struct waiter *self, int *rc, int *slot, struct done *pre, bool *owned)
+{
+    struct slot *s = &p->slots[j];
+    hint.pool_id = p->id;
+    hint.slot = j;
+    atomic_fetch_add_explicit(&s->epoch, 1, memory_order_relaxed);   /* the lane moves */
+    struct waiter *ws[COMBINE_MAX];
+    uint32_t m = 0;
+    size_t bytes = self->len;
+    ws[m++] = self;
+    pthread_mutex_lock(&s->lm);
+    while (m < COMBINE_MAX && s->lh && bytes + s->lh->len <= BATCH_BYTES) {
+        bytes += s->lh->len;
+        ws[m++] = lane_pop(p, s, false);
+    }
+    pthread_mutex_unlock(&s->lm);
+    if (m == 1) {
+        int r = exchange(p, s, self->arg, self->len, self->result, &pre->fate);
+        if (pre->fate == FT_OK) {
+            bump(&p->calls, 1);
+            if (r == -EREMOTEIO)
+                bump(&p->failures, 1);
+            lane_end(p, j);
+            fast_leave(p);
+            *rc = r;
+            return LANE_DONE;
+        }
+        lock(p);
+        lane_flush(p, j);
+        slow_down(p);
+        pre->rc = r;
+        *slot = j;
+        return LANE_FAILED;
+    }
+    uint32_t id = batch_frame(p, s, ws, m);
+    if (!id) {
+        for (uint32_t k = 1; k < m; k++) {
+            ws[k]->rc = -ENOMEM;
+            lane_post(ws[k], W_DONE);
+        }
+        lane_end(p, j);
+        fast_leave(p);
+        *rc = -ENOMEM;
+        return LANE_DONE;
+    }
+    uint32_t got, failures;
+    enum fate fate;
+    int r = batch_io(p, s, ws, m, id, &got, &failures, &fate);
+    bump(&p->calls, got);
+    bump(&p->failures, failures);
+    for (uint32_t k = 1; k < got; k++)
+        lane_post(ws[k], W_DONE);
+    if (got == m) {
+        lane_end(p, j);
+        fast_leave(p);
+        *rc = self->rc;
+        return LANE_DONE;
+    }
+    /* The worker failed: as batch_end, for the lane's calls. */
+    lock(p);
+    bool closing = p->closing, alone = !closing && fate != FT_BAD && fate != FT_MIDFRAME;
+    if (fate == FT_BAD && !closing)
+        bump(&p->protocol_errors, 1);
+    for (uint32_t k = got; k < m; k++) {
+        int krc = closing ? -ECANCELED : alone ? AGAIN : r;
+        if (ws[k] == self) {
+            self->rc = krc;
+        } else if (alone) {
+            ws[k]->alone = true;
+            lane_post(ws[k], W_SLOW);
+        } else {
+            ws[k]->rc = krc;
+            lane_post(ws[k], W_DONE);
+        }
+    }
+    lane_flush(p, j);
+    slow_down(p);
+    *owned = closing || retire(p, j) == 0;
+    *rc = self->rc;
+    *slot = j;
+    return LANE_OWNED;
+}
+
+/* A call queued in a lane waits for its outcome, or to lead, or to go the
+ * slow way. */
+static enum lane lane_wait(llll_pool *p, struct waiter *w, int *rc, int *slot, struct done *pre, bool *owned)
+{
+    for (;;) {
+        while (sem_wait(&w->wake) < 0 && errno == EINTR) {
+        }
+        int st = w->state;
+        if (st == W_DONE) {
+            *rc = w->rc;
+            fast_leave(p);
+            return LANE_DONE;
+        }
+        if (st == W_LEAD)
+            return lead(p, w->slot, w, rc, slot, pre, owned);
+        if (st == W_SLOW) {
+            lock(p);
+            if (p->closing) {
+                unlock(p);
+                fast_leave(p);
+                *rc = -ECANCELED;
+                return LANE_DONE;
+            }
+            slow_down(p);
+            return LANE_RETRY;
+        }
     }
 }
 
-enum lane { LANE_NO, LANE_DONE, LANE_FAILED };
+/* How often the lane watcher looks, while calls are queued in the lanes. A
+ * call queued in a lane waits for its own worker, even while another is
+ * idle: the callers of one worker stay together, and the scheduler keeps
+ * each group on a CPU of its own. The watcher moves the calls of a lane
+ * whose worker has run one frame for a whole period (a long call), or all
+ * of them when a worker stayed idle for a whole period, to the idle workers. */
+#define LANE_WATCH_MS 10
 
-/* A call's fast lane, for a pool without call_timeout_ms while nobody waits
- * for a worker: the worker its thread used last, taken and let go with one
- * atomic operation each, without the pool's lock, so that callers of
- * different workers never meet. LANE_DONE: the call ran, *rc is its
- * outcome. LANE_FAILED: the exchange on slot *slot, which the caller owns,
- * failed as *pre says; the lock is held and the call counted in inside.
- * LANE_NO: the worker was not idle, the call takes the slow way. */
-static enum lane call_fast(llll_pool *p, struct waiter *w, int *rc, int *slot, struct done *pre)
+static void *lane_watch(void *arg)
 {
-    if (p->call_timeout_ms >= 0 || hint.pool_id != p->id || atomic_load(&p->seeking))
+    llll_pool *p = arg;
+    lock(p);
+    while (!p->closing) {
+        if (!atomic_load(&p->lane_queued)) {
+            p->lw_asleep = true;
+            if (!atomic_load(&p->lane_queued) && !p->closing)
+                pthread_cond_wait(&p->lw_cv, &p->mu);
+            p->lw_asleep = false;
+        } else {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_nsec += LANE_WATCH_MS * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&p->lw_cv, &p->mu, &ts);
+        }
+        if (p->closing)
+            break;
+        bool idled = false;
+        for (int k = 0; k < p->n; k++) {
+            struct slot *s = &p->slots[k];
+            bool idle = s->state == SLOT_IDLE;
+            idled |= idle && s->seen_idle && atomic_load(&s->epoch) == s->seen_epoch;
+        }
+        for (int k = 0; k < p->n; k++) {
+            struct slot *s = &p->slots[k];
+            unsigned e = atomic_load(&s->epoch);
+            bool stuck = e == s->seen_epoch;
+            if (stuck && p->nlive < p->n && s->lh) {
+                lane_flush_waiters(p, k);   /* the slow way replaces a dead worker */
+            } else if (idled || stuck) {
+                pthread_mutex_lock(&s->lm);
+                for (struct waiter *w = s->lh; w; w = w->next) {
+                    if (!w->stealable) {
+                        w->stealable = true;
+                        atomic_fetch_add(&p->lane_waiting, 1);
+                    }
+                }
+                pthread_mutex_unlock(&s->lm);
+            }
+            s->seen_epoch = e;
+            s->seen_idle = s->state == SLOT_IDLE;
+        }
+        for (int k = 0; k < p->n && atomic_load(&p->lane_waiting); k++)
+            if (take(p, k))
+                release(p, k);
+    }
+    unlock(p);
+    return NULL;
+}
+
+/* Starts the lane watcher, with every signal blocked; without it, calls
+ * queued in a lane may go to any idle worker at once. Lock held. */
+static void lane_watch_start(llll_pool *p)
+{
+    if (p->lw_running || p->lw_failed || p->closing)
+        return;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&p->lw, NULL, lane_watch, p);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    p->lw_running = rc == 0;
+    p->lw_failed = rc != 0;
+}
+
+/* Takes slot j, idle, and leads its lane. */
+static enum lane lead_idle(llll_pool *p, int j, struct waiter *w, int *rc, int *slot, struct done *pre, bool *owned,
+                           bool *closed)
+{
+    struct slot *s = &p->slots[j];
+    pthread_mutex_lock(&s->lm);
+    s->leading = true;
+    pthread_mutex_unlock(&s->lm);
+    if (!p->closing)
+        return lead(p, j, w, rc, slot, pre, owned);
+    lane_flush(p, j);
+    s->state = SLOT_IDLE;
+    *closed = true;
+    return LANE_NO;
+}
+
+/* The lanes: a call on a pool without call_timeout_ms takes the worker its
+ * thread used last when it is idle, with one compare-and-swap, and leads its
+ * lane; when that worker is busy with a call, it queues in its lane, and the
+ * lane's leader runs it with the others queued, in one frame. A thread with
+ * no worker of its own takes an idle one. No pool lock is taken: threads
+ * calling different workers never meet, and the callers of one worker share
+ * frames. */
+static enum lane call_fast(llll_pool *p, struct waiter *w, int *rc, int *slot, struct done *pre, bool *owned)
+{
+    if (p->call_timeout_ms >= 0)
         return LANE_NO;
-    int h = hint.slot;
-    struct slot *s = &p->slots[h];
+    int n = p->n;
+    bool own = hint.pool_id == p->id;   /* else it only takes an idle worker */
+    int h = own ? hint.slot : (int)(atomic_fetch_add(&p->lane_cursor, 1) % (unsigned)n);
     /* free sets closing, then shuts the busy workers' channels down, then
      * waits for fast_inside: a call counted before it took its worker sees
      * closing, or has its channel shut down. */
     atomic_fetch_add(&p->fast_inside, 1);
-    if (!take(p, h)) {
-        fast_leave(p);
-        return LANE_NO;
-    }
-    if (p->closing) {
-        s->state = SLOT_IDLE;
-        fast_leave(p);
-        return LANE_NO;
-    }
-    int r = exchange(p, s, w->arg, w->len, w->result, &pre->fate);
-    if (pre->fate == FT_OK) {
-        bump(&p->calls, 1);
-        if (r == -EREMOTEIO)
-            bump(&p->failures, 1);
-        /* Idle, unless a thread seeks a worker: then it gets this one, with
-         * the queued calls run together, as from any owner. */
-        bool mine = true;
-        if (!atomic_load(&p->seeking)) {
-            s->state = SLOT_IDLE;
-            mine = atomic_load(&p->seeking) && take(p, h);
+    bool closed = false;
+    for (int round = 0; round < 2 && !p->closing; round++) {
+        /* Its own worker, idle or led; else any idle one; else any led one. */
+        int q = -1;
+        for (int k = 0; k < n && q < 0; k++) {
+            int j = (h + k) % n;
+            if (k == 1 && p->slots[h].leading) {
+                q = h;
+                break;
+            }
+            if (!atomic_load(&p->seeking) && take(p, j)) {
+                enum lane l = lead_idle(p, j, w, rc, slot, pre, owned, &closed);
+                if (closed)
+                    break;
+                return l;
+            }
         }
-        if (mine) {
+        if (n == 1 && p->slots[h].leading)
+            q = h;
+        for (int k = 1; k < n && q < 0 && !closed; k++)
+            if (p->slots[(h + k) % n].leading)
+                q = (h + k) % n;
+        /* A dead worker is replaced by a thread that finds none idle: the
+         * slow way does that. */
+        if (closed || q < 0 || !own || atomic_load_explicit(&p->nlive, memory_order_relaxed) < n)
+            break;
+        struct slot *s = &p->slots[q];
+        pthread_mutex_lock(&s->lm);
+        bool queued = s->leading && !p->closing, wake = false;
+        if (queued)
+            wake = lane_push(p, s, w);
+        pthread_mutex_unlock(&s->lm);
+        if (!queued)
+            continue;
+        if (wake) {
             lock(p);
-            serve_queue_and_release(p, h);
+            lane_watch_start(p);
+            pthread_cond_signal(&p->lw_cv);
             unlock(p);
         }
-        fast_leave(p);
-        *rc = r;
-        return LANE_DONE;
+        return lane_wait(p, w, rc, slot, pre, owned);
     }
-    lock(p);
-    p->inside++;
-    atomic_fetch_sub(&p->fast_inside, 1);   /* inside holds free back now */
-    pre->rc = r;
-    *slot = h;
-    return LANE_FAILED;
+    fast_leave(p);
+    return LANE_NO;
 }
 
 int llll_pool_call(llll_pool *p, const void *arg, size_t len, llll_buf *result)
@@ -1499,9 +1955,10 @@ int llll_pool_call(llll_pool *p, const void *arg, size_t len, llll_buf *result)
         return -EMSGSIZE;
     struct waiter w = { .is_call = true, .arg = arg, .len = len, .result = result };
     sem_init(&w.wake, 0, 0);
-    int rc = -ECANCELED, i;
+    int rc = -ECANCELED, i = -1;
     struct done pre;
-    enum lane lane = call_fast(p, &w, &rc, &i, &pre);
+    bool owned = false;
+    enum lane lane = call_fast(p, &w, &rc, &i, &pre, &owned);
     if (lane == LANE_DONE) {
         sem_destroy(&w.wake);
         return rc;
@@ -1516,10 +1973,13 @@ int llll_pool_call(llll_pool *p, const void *arg, size_t len, llll_buf *result)
         p->inside++;
     }
     for (;;) {
-        bool owned;
         if (lane == LANE_FAILED) {
-            lane = LANE_NO;
             rc = call_on(p, i, arg, len, result, &owned, &pre);
+        } else if (lane == LANE_OWNED) {
+            if (rc == AGAIN && owned)   /* its worker died in a shared frame: alone, now */
+                rc = call_on(p, i, arg, len, result, &owned, NULL);
+            else if (rc == AGAIN)
+                w.alone = true;
         } else {
             rc = acquire(p, &w, &i);
             if (rc == 1) {   /* run by another thread; we are out of the pool */
@@ -1533,8 +1993,27 @@ int llll_pool_call(llll_pool *p, const void *arg, size_t len, llll_buf *result)
                     rc = -ECANCELED;
                 break;
             }
+            if (p->call_timeout_ms < 0 && !w.alone && !p->closing && !(p->qhead && p->qhead->is_call)) {
+                /* Given a worker, a call leads its lane: calls that find
+                 * every worker busy queue there, not in the pool's queue
+                 * (unless calls wait there: they go with this one). */
+                struct slot *s = &p->slots[i];
+                pthread_mutex_lock(&s->lm);
+                s->leading = true;
+                pthread_mutex_unlock(&s->lm);
+                atomic_fetch_add(&p->fast_inside, 1);
+                p->inside--;
+                unlock(p);
+                lane = lead(p, i, &w, &rc, &i, &pre, &owned);
+                if (lane == LANE_DONE) {
+                    sem_destroy(&w.wake);
+                    return rc;
+                }
+                continue;
+            }
             rc = run_own(p, i, &w, &owned);
         }
+        lane = LANE_NO;
         if (rc == AGAIN)
             continue;
         if (owned) {
@@ -2294,10 +2773,12 @@ static void destroy(llll_pool *p)
     for (int i = 0; p->slots && i < p->n; i++) {
         llll_buf_free(&p->slots[i].tx);
         llll_buf_free(&p->slots[i].rx);
+        pthread_mutex_destroy(&p->slots[i].lm);
     }
     free(p->slots);
     hosts_free(p);
     pthread_cond_destroy(&p->wd_cv);
+    pthread_cond_destroy(&p->lw_cv);
     pthread_cond_destroy(&p->pump_cv);
     pthread_cond_destroy(&p->drain_cv);
     pthread_mutex_destroy(&p->mu);
@@ -2366,6 +2847,7 @@ static int pool_new(llll_pool **out, const char *const argv[], llll_serve_fn *fn
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);   /* the watchdog's deadlines */
     pthread_cond_init(&p->wd_cv, &ca);
+    pthread_cond_init(&p->lw_cv, &ca);
     pthread_condattr_destroy(&ca);
     p->id = atomic_fetch_add(&next_pool_id, 1);
     p->n = nproc;
@@ -2400,6 +2882,8 @@ static int pool_new(llll_pool **out, const char *const argv[], llll_serve_fn *fn
     if (rc == 0 && !oom) {
         p->n = nproc;
         oom = !(p->slots = calloc((size_t)nproc, sizeof *p->slots));
+        for (int i = 0; !oom && i < nproc; i++)
+            pthread_mutex_init(&p->slots[i].lm, NULL);
     }
     if (oom || rc) {
         destroy(p);
@@ -2508,16 +2992,23 @@ void llll_pool_free(llll_pool *p)
         sem_post(&w->wake);
     wake_pumps(p);
     pthread_cond_signal(&p->wd_cv);
+    pthread_cond_signal(&p->lw_cv);
     /* Wake the threads blocked on a worker; the slot stays theirs until they
-     * notice, so its instance is not freed under them. */
-    for (int i = 0; i < p->n; i++)
+     * notice, so its instance is not freed under them. Calls queued in a
+     * lane learn -ECANCELED; a call that takes an idle worker after this
+     * sees closing, or finds its channel shut down. */
+    for (int i = 0; i < p->n; i++) {
+        lane_flush_waiters(p, i);
         if (p->slots[i].state != SLOT_IDLE && p->slots[i].ch)
             llll_sbc_shutdown(p->slots[i].ch);
+    }
     while (p->inside > 0 || atomic_load(&p->fast_inside) > 0)
         pthread_cond_wait(&p->drain_cv, &p->mu);
     unlock(p);
     if (p->wd_running)
         pthread_join(p->wd, NULL);
+    if (p->lw_running)
+        pthread_join(p->lw, NULL);
     reap_all(p);
     destroy(p);
 }

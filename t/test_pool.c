@@ -859,6 +859,68 @@ static void *call_sq2(void *a)
     return NULL;
 }
 
+/* A thread that calls twice: once at once, then again when told to. */
+struct twice {
+    llll_pool *p;
+    int warmed[2], go[2];   /* pipes: it says it called once; it is told to go on */
+    int rc;
+};
+
+static void *call_twice(void *a)
+{
+    struct twice *t = a;
+    llll_buf res = LLLL_BUF_INIT;
+    char out[64], c = 0;
+    t->rc = call_str(t->p, "sq 2", &res, out, sizeof out);
+    if (t->rc == 0 && write(t->warmed[1], &c, 1) == 1 && read(t->go[0], &c, 1) == 1)
+        t->rc = call_str(t->p, "sq 2", &res, out, sizeof out);
+    llll_buf_free(&res);
+    return NULL;
+}
+
+/* Threads' first calls take the workers in turn, so two of four threads
+ * have the worker that a fifth then holds. Their next calls wait for it
+ * only until the pool sees it stuck, then go to the idle one (were they
+ * left there, the held call would never be let go: it is let go only after
+ * they all return). */
+START_TEST(calls_waiting_for_a_held_worker_move_to_an_idle_one)
+{
+    make_hold_pipes();
+    llll_pool *p = start_worker_pool(2, NULL);
+    struct twice q[4];
+    pthread_t qt[4];
+    for (int i = 0; i < 4; i++) {   /* one at a time: worker 0, 1, 0, 1 */
+        q[i] = (struct twice){ .p = p };
+        ck_assert_int_eq(pipe(q[i].warmed), 0);
+        ck_assert_int_eq(pipe(q[i].go), 0);
+        ck_assert_int_eq(pthread_create(&qt[i], NULL, call_twice, &q[i]), 0);
+        char c;
+        ck_assert_int_eq(read(q[i].warmed[0], &c, 1), 1);
+    }
+    struct hold_arg h = { 0 };
+    pthread_t th;
+    int arrived;
+    hold_start(p, 1, &h, &th, &arrived);   /* worker 0, the next in turn */
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(write(q[i].go[1], "", 1), 1);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(qt[i], NULL);
+        ck_assert_msg(q[i].rc == 0, "%s", llll_strerror(q[i].rc));
+        close(q[i].warmed[0]);
+        close(q[i].warmed[1]);
+        close(q[i].go[0]);
+        close(q[i].go[1]);
+    }
+    char go = 0;
+    ck_assert_int_eq(write(release[1], &go, 1), 1);
+    pthread_join(th, NULL);
+    ck_assert_msg(h.rc == 0, "%s", llll_strerror(h.rc));
+    llll_pool_free(p);
+    close_hold_pipes();
+    assert_no_child();
+}
+END_TEST
+
 START_TEST(free_cancels_a_call_waiting_for_a_replacement_to_say_hello)
 {
     char dir[] = "/tmp/llll-pool-XXXXXX", prog[64], away[64];
@@ -972,6 +1034,7 @@ static Suite *pool_suite(void)
     tcase_add_test(tc, serve_sends_the_documented_wire_format);
     tcase_add_test(tc, serve_returns_zero_in_each_worker_when_the_pool_is_freed);
     tcase_add_test(tc, free_releases_threads_blocked_in_calls);
+    tcase_add_test(tc, calls_waiting_for_a_held_worker_move_to_an_idle_one);
     tcase_add_test(tc, free_releases_a_thread_blocked_in_a_call_on_the_worker_it_used_last);
     tcase_add_test(tc, free_cancels_a_call_waiting_for_a_replacement_to_say_hello);
     tcase_add_test(tc, a_pool_leaves_no_fd_open_after_crashes_timeouts_and_free);
