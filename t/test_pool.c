@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -864,6 +865,7 @@ struct twice {
     llll_pool *p;
     int warmed[2], go[2];   /* pipes: it says it called once; it is told to go on */
     int rc;
+    _Atomic pid_t tid;
 };
 
 static void *call_twice(void *a)
@@ -871,6 +873,7 @@ static void *call_twice(void *a)
     struct twice *t = a;
     llll_buf res = LLLL_BUF_INIT;
     char out[64], c = 0;
+    t->tid = (pid_t)syscall(SYS_gettid);
     t->rc = call_str(t->p, "sq 2", &res, out, sizeof out);
     if (t->rc == 0 && write(t->warmed[1], &c, 1) == 1 && read(t->go[0], &c, 1) == 1)
         t->rc = call_str(t->p, "sq 2", &res, out, sizeof out);
@@ -916,6 +919,43 @@ START_TEST(calls_waiting_for_a_held_worker_move_to_an_idle_one)
     pthread_join(th, NULL);
     ck_assert_msg(h.rc == 0, "%s", llll_strerror(h.rc));
     llll_pool_free(p);
+    close_hold_pipes();
+    assert_no_child();
+}
+END_TEST
+
+/* A call waiting for the worker its thread used last, which another call
+ * holds, learns -ECANCELED from free, as the held call does. */
+START_TEST(free_cancels_a_call_waiting_for_a_held_worker)
+{
+    make_hold_pipes();
+    llll_pool *p = start_worker_pool(1, NULL);
+    struct twice q = { .p = p };
+    pthread_t qt;
+    ck_assert_int_eq(pipe(q.warmed), 0);
+    ck_assert_int_eq(pipe(q.go), 0);
+    ck_assert_int_eq(pthread_create(&qt, NULL, call_twice, &q), 0);
+    char c;
+    ck_assert_int_eq(read(q.warmed[0], &c, 1), 1);
+    struct hold_arg h = { 0 };
+    pthread_t th;
+    int arrived;
+    hold_start(p, 1, &h, &th, &arrived);
+    ck_assert_int_eq(write(q.go[1], "", 1), 1);
+    /* Once it took the byte, its next sleep is in the call. */
+    int left;
+    while (ioctl(q.go[0], FIONREAD, &left) == 0 && left > 0)
+        sched_yield();
+    t_wait_until_sleeping(q.tid);
+    llll_pool_free(p);
+    pthread_join(qt, NULL);
+    pthread_join(th, NULL);
+    ck_assert_msg(q.rc == -ECANCELED, "%s", llll_strerror(q.rc));
+    ck_assert_msg(h.rc == -ECANCELED, "%s", llll_strerror(h.rc));
+    close(q.warmed[0]);
+    close(q.warmed[1]);
+    close(q.go[0]);
+    close(q.go[1]);
     close_hold_pipes();
     assert_no_child();
 }
@@ -1035,6 +1075,7 @@ static Suite *pool_suite(void)
     tcase_add_test(tc, serve_returns_zero_in_each_worker_when_the_pool_is_freed);
     tcase_add_test(tc, free_releases_threads_blocked_in_calls);
     tcase_add_test(tc, calls_waiting_for_a_held_worker_move_to_an_idle_one);
+    tcase_add_test(tc, free_cancels_a_call_waiting_for_a_held_worker);
     tcase_add_test(tc, free_releases_a_thread_blocked_in_a_call_on_the_worker_it_used_last);
     tcase_add_test(tc, free_cancels_a_call_waiting_for_a_replacement_to_say_hello);
     tcase_add_test(tc, a_pool_leaves_no_fd_open_after_crashes_timeouts_and_free);
