@@ -121,6 +121,13 @@
 #define WINDOW_BATCHES 64
 #define WINDOW_ITEMS (4 * BATCH_MAX)
 
+struct waiter;
+
+/* A FIFO of waiters, linked through their next. */
+struct wlist {
+    struct waiter *head, *tail;
+};
+
 enum slot_state {
     SLOT_IDLE,      /* a live worker nobody uses (only while no thread waits) */
     SLOT_BUSY,      /* owned by one thread */
@@ -133,7 +140,7 @@ struct slot {
     llll_sbc *ch;       /* in's channel */
     _Atomic int state;  /* enum slot_state; IDLE to BUSY only by compare-and-swap */
     pthread_mutex_t lm;      /* the slot's lane: lh, lt, leading */
-    struct waiter *lh, *lt;  /* calls queued for the lane's leader, oldest first */
+    struct wlist lane;       /* calls queued for the lane's leader */
     _Atomic bool leading;    /* a call leads the lane: it owns the slot */
     _Atomic unsigned epoch;  /* taken, or a frame of its lane started */
     unsigned seen_epoch;     /* the lane watcher's: epoch at its last look */
@@ -182,7 +189,7 @@ struct llll_pool {
     struct slot *slots;
     int n;
     int cursor;               /* where a thread without a hint starts looking */
-    struct waiter *qhead, *qtail;  /* threads waiting for a worker, oldest first */
+    struct wlist q;           /* threads waiting for a worker */
     int inside;               /* calls and maps between entry and return */
     _Atomic int fast_inside;  /* calls in the lanes (not in inside) */
     _Atomic int seeking;      /* threads in acquire: a worker let go goes to them */
@@ -465,41 +472,59 @@ static void wake_pumps(llll_pool *p)
         pthread_cond_broadcast(&p->pump_cv);
 }
 
+static void wl_push(struct wlist *l, struct waiter *w)
+{
+    w->next = NULL;
+    if (l->tail)
+        l->tail->next = w;
+    else
+        l->head = w;
+    l->tail = w;
+}
+
+static void wl_push_front(struct wlist *l, struct waiter *w)
+{
+    w->next = l->head;
+    l->head = w;
+    if (!l->tail)
+        l->tail = w;
+}
+
+/* Takes w out of l: whether it was there. */
+static bool wl_remove(struct wlist *l, struct waiter *w)
+{
+    struct waiter **pp = &l->head, *prev = NULL;
+    while (*pp && *pp != w) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (!*pp)
+        return false;
+    *pp = w->next;
+    if (l->tail == w)
+        l->tail = prev;
+    return true;
+}
+
+/* The pool's queue. Lock held. */
 static void enqueue(llll_pool *p, struct waiter *w)
 {
     wake_pumps(p);
-    w->next = NULL;
     w->state = W_WAITING;
-    if (p->qtail)
-        p->qtail->next = w;
-    else
-        p->qhead = w;
-    p->qtail = w;
+    wl_push(&p->q, w);
 }
 
 static struct waiter *dequeue(llll_pool *p)
 {
-    struct waiter *w = p->qhead;
-    if (w) {
-        p->qhead = w->next;
-        if (!p->qhead)
-            p->qtail = NULL;
-    }
+    struct waiter *w = p->q.head;
+    if (w)
+        wl_remove(&p->q, w);
     return w;
 }
 
 static void unqueue(llll_pool *p, struct waiter *w)
 {
-    struct waiter **pp = &p->qhead, *prev = NULL;
-    while (*pp && *pp != w) {
-        prev = *pp;
-        pp = &(*pp)->next;
-    }
-    if (*pp) {
-        *pp = w->next;
-        if (p->qtail == w)
-            p->qtail = prev;
-    }
+    wl_remove(&p->q, w);
 }
 
 /* A slot became DEAD: the oldest waiter looks again (it may replace it, or
@@ -538,13 +563,8 @@ static void fast_leave(llll_pool *p)
  * lm go. */
 static bool lane_push(llll_pool *p, struct slot *s, struct waiter *w)
 {
-    w->next = NULL;
     w->state = W_WAITING;
-    if (s->lt)
-        s->lt->next = w;
-    else
-        s->lh = w;
-    s->lt = w;
+    wl_push(&s->lane, w);
     w->stealable = p->lw_failed;   /* no watcher: any idle worker may take it */
     if (w->stealable)
         atomic_fetch_add(&p->lane_waiting, 1);
@@ -556,7 +576,7 @@ static bool lane_remove(llll_pool *p, struct slot *s, struct waiter *w);
 /* The oldest call queued in s's lane (the oldest stealable one: stealable). */
 static struct waiter *lane_pop(llll_pool *p, struct slot *s, bool stealable)
 {
-    struct waiter *w = s->lh;
+    struct waiter *w = s->lane.head;
     while (w && stealable && !w->stealable)
         w = w->next;
     if (w)
@@ -566,16 +586,8 @@ static struct waiter *lane_pop(llll_pool *p, struct slot *s, bool stealable)
 
 static bool lane_remove(llll_pool *p, struct slot *s, struct waiter *w)
 {
-    struct waiter **pp = &s->lh, *prev = NULL;
-    while (*pp && *pp != w) {
-        prev = *pp;
-        pp = &(*pp)->next;
-    }
-    if (!*pp)
+    if (!wl_remove(&s->lane, w))
         return false;
-    *pp = w->next;
-    if (s->lt == w)
-        s->lt = prev;
     if (w->stealable)
         atomic_fetch_sub(&p->lane_waiting, 1);
     atomic_fetch_sub(&p->lane_queued, 1);
@@ -589,16 +601,17 @@ static void lane_post(struct waiter *w, int st)
     sem_post(&w->wake);
 }
 
-/* The calls queued in slot j's lane go the slow way, and the lane has no
- * leader (its slot died, the pool closes, or its leader failed). */
-static void lane_flush(llll_pool *p, int j)
+/* The calls queued in slot j's lane go the slow way; with end, the lane has
+ * no leader any more (its slot died, the pool closes, its leader failed). */
+static void lane_flush(llll_pool *p, int j, bool end)
 {
     struct slot *s = &p->slots[j];
     pthread_mutex_lock(&s->lm);
     struct waiter *w;
     while ((w = lane_pop(p, s, false)))
         lane_post(w, W_SLOW);
-    s->leading = false;
+    if (end)
+        s->leading = false;
     pthread_mutex_unlock(&s->lm);
 }
 
@@ -658,7 +671,7 @@ static void release(llll_pool *p, int i)
 {
     struct slot *s = &p->slots[i];
     if (p->closing) {
-        lane_flush(p, i);
+        lane_flush(p, i, true);
         s->state = SLOT_IDLE;
         return;
     }
@@ -667,7 +680,7 @@ static void release(llll_pool *p, int i)
         /* A call given a worker leads its lane (llll_pool_call); anything
          * else would hold the lane's calls up: they go the slow way. */
         if (!w->is_call || w->alone || p->call_timeout_ms >= 0)
-            lane_flush(p, i);
+            lane_flush(p, i, true);
         w->slot = i;
         w->state = W_GRANTED;
         sem_post(&w->wake);
@@ -952,7 +965,7 @@ static void host_drop(llll_pool *p, struct host *h)
     bump(&p->hosts_dropped, 1);
     /* Every waiting thread looks again: it may have waited for this host's
      * back-off, and may now find no worker left at all. */
-    while (p->qhead)
+    while (p->q.head)
         kick(p);
 }
 
@@ -1031,6 +1044,15 @@ static int host_start_failed(llll_pool *p, int i, int rc)
     return 0;
 }
 
+/* Slot i, owned by the caller, has no worker now: its lane's calls go the
+ * slow way, and the oldest waiter looks again. Lock held. */
+static void set_dead(llll_pool *p, int i)
+{
+    p->slots[i].state = SLOT_DEAD;
+    lane_flush(p, i, true);
+    kick(p);
+}
+
 /* Gives slot i, owned by the caller, a new worker; called and returns with
  * the lock held, drops it meanwhile. 0: the slot is owned (BUSY) with a live
  * worker; else the slot is DEAD and no longer the caller's. */
@@ -1067,9 +1089,7 @@ static int respawn(llll_pool *p, int i)
         atomic_fetch_add_explicit(&p->nlive, 1, memory_order_relaxed);
         s->state = SLOT_BUSY;
     } else {
-        s->state = SLOT_DEAD;
-        lane_flush(p, i);
-        kick(p);
+        set_dead(p, i);
     }
     return rc;
 }
@@ -1091,9 +1111,7 @@ static int retire(llll_pool *p, int i)
     reap(in);
     lock(p);
     if (p->no_respawn || p->closing || !host_may_launch(p, i, NULL)) {
-        s->state = SLOT_DEAD;
-        lane_flush(p, i);
-        kick(p);
+        set_dead(p, i);
         return p->closing ? -ECANCELED : -ECHILD;
     }
     return respawn(p, i);
@@ -1107,7 +1125,7 @@ static int acquire_locked(llll_pool *p, struct waiter *w, int *slot)
     for (;;) {
         if (p->closing)
             return -ECANCELED;
-        if (!p->qhead) {
+        if (!p->q.head) {
             int h = hint.pool_id == p->id ? hint.slot : -1;
             if (h >= 0 && h < p->n && take(p, h)) {
                 *slot = h;
@@ -1119,7 +1137,7 @@ static int acquire_locked(llll_pool *p, struct waiter *w, int *slot)
         for (int k = 0; k < p->n; k++) {
             int i = (p->cursor + k) % p->n;
             enum slot_state st = p->slots[i].state;
-            if (st == SLOT_IDLE && !p->qhead && take(p, i)) {
+            if (st == SLOT_IDLE && !p->q.head && take(p, i)) {
                 p->cursor = (i + 1) % p->n;
                 *slot = i;
                 return 0;
@@ -1505,20 +1523,34 @@ static int batch_io(const llll_pool *p, struct slot *s, struct waiter **ws, uint
     return rc;
 }
 
+static void lane_post(struct waiter *w, int st);
+
+/* Ends call w of a frame with rc: a call from a lane (lane) is posted at
+ * once, one from the pool's queue through finish_call. Lock held. */
+static void end_call(llll_pool *p, struct waiter *w, int rc, const struct waiter *self, bool lane)
+{
+    if (!lane || w == self) {
+        finish_call(p, w, rc, self);
+    } else {
+        w->rc = rc;
+        lane_post(w, W_DONE);
+    }
+}
+
 /* After batch_io of the m calls ws[] on slot i (owned by the caller): counts
  * and wakes the answered calls; when the worker failed, the calls it did not
- * answer go back to the front of the queue, each to run alone (so only a
- * call that kills a worker alone fails for it); self (ws[0], or NULL), which
- * is not posted, then gets AGAIN. Lock held. Returns whether slot i is still
- * the caller's. */
+ * answer run again, each alone (so only a call that kills a worker alone
+ * fails for it): from the front of the pool's queue, or the slow way for
+ * the calls of a lane (lane); self (ws[0], or NULL), which is not posted,
+ * then gets AGAIN. Lock held. Returns whether slot i is still the caller's. */
 static bool batch_end(llll_pool *p, int i, struct waiter **ws, uint32_t m, struct waiter *self,
-                      uint32_t got, uint32_t failures, enum fate fate, int rc)
+                      uint32_t got, uint32_t failures, enum fate fate, int rc, bool lane)
 {
     bool expired = disarm(p, i);
     bump(&p->calls, got);
     bump(&p->failures, failures);
     for (uint32_t k = 0; k < got; k++)
-        finish_call(p, ws[k], ws[k]->rc, self);
+        end_call(p, ws[k], ws[k]->rc, self, lane);
     if (got == m) {
         if (expired)
             return retire(p, i) == 0;
@@ -1526,14 +1558,14 @@ static bool batch_end(llll_pool *p, int i, struct waiter **ws, uint32_t m, struc
     }
     if (p->closing) {
         for (uint32_t k = got; k < m; k++)
-            finish_call(p, ws[k], -ECANCELED, self);
+            end_call(p, ws[k], -ECANCELED, self, lane);
         return true;
     }
     if (fate == FT_BAD)
         bump(&p->protocol_errors, 1);
     if (fate == FT_BAD || (fate == FT_MIDFRAME && !expired)) {
         for (uint32_t k = got; k < m; k++)
-            finish_call(p, ws[k], rc, self);
+            end_call(p, ws[k], rc, self, lane);
     } else {
         for (uint32_t k = m; k-- > got;) {
             if (ws[k] == self) {
@@ -1541,11 +1573,12 @@ static bool batch_end(llll_pool *p, int i, struct waiter **ws, uint32_t m, struc
                 continue;
             }
             ws[k]->alone = true;
-            ws[k]->state = W_WAITING;
-            ws[k]->next = p->qhead;
-            p->qhead = ws[k];
-            if (!p->qtail)
-                p->qtail = ws[k];
+            if (lane) {
+                lane_post(ws[k], W_SLOW);
+            } else {
+                ws[k]->state = W_WAITING;
+                wl_push_front(&p->q, ws[k]);
+            }
         }
     }
     return retire(p, i) == 0;
@@ -1570,7 +1603,7 @@ static bool combine_on(llll_pool *p, int i, struct waiter **ws, uint32_t m, stru
     enum fate fate;
     int rc = batch_io(p, s, ws, m, id, &got, &failures, &fate);
     lock(p);
-    return batch_end(p, i, ws, m, self, got, failures, fate, rc);
+    return batch_end(p, i, ws, m, self, got, failures, fate, rc, false);
 }
 
 /* The owner of slot i runs calls waiting in the queue, oldest first (up to
@@ -1579,13 +1612,13 @@ static bool combine_on(llll_pool *p, int i, struct waiter **ws, uint32_t m, stru
 static void serve_queue_and_release(llll_pool *p, int i)
 {
     struct waiter *ws[COMBINE_MAX];
-    for (int k = 0; k < DELEGATE_MAX && !p->closing && p->qhead && p->qhead->is_call; k++) {
+    for (int k = 0; k < DELEGATE_MAX && !p->closing && p->q.head && p->q.head->is_call; k++) {
         uint32_t m = 0;
-        if (!p->qhead->alone && p->call_timeout_ms < 0) {
+        if (!p->q.head->alone && p->call_timeout_ms < 0) {
             size_t bytes = 0;
-            while (m < COMBINE_MAX && p->qhead && p->qhead->is_call && !p->qhead->alone &&
-                   (m == 0 || bytes + p->qhead->len <= BATCH_BYTES)) {
-                bytes += p->qhead->len;
+            while (m < COMBINE_MAX && p->q.head && p->q.head->is_call && !p->q.head->alone &&
+                   (m == 0 || bytes + p->q.head->len <= BATCH_BYTES)) {
+                bytes += p->q.head->len;
                 ws[m] = dequeue(p);
                 ws[m++]->state = W_RUNNING;
             }
@@ -1615,9 +1648,9 @@ static int run_own(llll_pool *p, int i, struct waiter *w, bool *owned)
     uint32_t m = 0;
     size_t bytes = w->len;
     ws[m++] = w;
-    while (m < COMBINE_MAX && !w->alone && p->call_timeout_ms < 0 && !p->closing && p->qhead && p->qhead->is_call &&
-           !p->qhead->alone && bytes + p->qhead->len <= BATCH_BYTES) {
-        bytes += p->qhead->len;
+    while (m < COMBINE_MAX && !w->alone && p->call_timeout_ms < 0 && !p->closing && p->q.head && p->q.head->is_call &&
+           !p->q.head->alone && bytes + p->q.head->len <= BATCH_BYTES) {
+        bytes += p->q.head->len;
         ws[m] = dequeue(p);
         ws[m++]->state = W_RUNNING;
     }
@@ -1630,17 +1663,6 @@ static int run_own(llll_pool *p, int i, struct waiter *w, bool *owned)
 }
 
 /* ------------------------------------------------------------ the lanes */
-
-/* The calls queued in slot j's lane go the slow way; its leader goes on. */
-static void lane_flush_waiters(llll_pool *p, int j)
-{
-    struct slot *s = &p->slots[j];
-    pthread_mutex_lock(&s->lm);
-    struct waiter *w;
-    while ((w = lane_pop(p, s, false)))
-        lane_post(w, W_SLOW);
-    pthread_mutex_unlock(&s->lm);
-}
 
 /* The caller's lane call goes on the slow way, counted in inside. Lock held. */
 static void slow_down(llll_pool *p)
@@ -1687,8 +1709,8 @@ static enum lane lead(llll_pool *p, int j, struct waiter *self, int *rc, int *sl
     size_t bytes = self->len;
     ws[m++] = self;
     pthread_mutex_lock(&s->lm);
-    while (m < COMBINE_MAX && s->lh && bytes + s->lh->len <= BATCH_BYTES) {
-        bytes += s->lh->len;
+    while (m < COMBINE_MAX && s->lane.head && bytes + s->lane.head->len <= BATCH_BYTES) {
+        bytes += s->lane.head->len;
         ws[m++] = lane_pop(p, s, false);
     }
     pthread_mutex_unlock(&s->lm);
@@ -1704,7 +1726,7 @@ static enum lane lead(llll_pool *p, int j, struct waiter *self, int *rc, int *sl
             return LANE_DONE;
         }
         lock(p);
-        lane_flush(p, j);
+        lane_flush(p, j, true);
         slow_down(p);
         pre->rc = r;
         *slot = j;
@@ -1724,36 +1746,20 @@ static enum lane lead(llll_pool *p, int j, struct waiter *self, int *rc, int *sl
     uint32_t got, failures;
     enum fate fate;
     int r = batch_io(p, s, ws, m, id, &got, &failures, &fate);
-    bump(&p->calls, got);
-    bump(&p->failures, failures);
-    for (uint32_t k = 1; k < got; k++)
-        lane_post(ws[k], W_DONE);
     if (got == m) {
+        bump(&p->calls, got);
+        bump(&p->failures, failures);
+        for (uint32_t k = 1; k < m; k++)
+            lane_post(ws[k], W_DONE);
         lane_end(p, j);
         fast_leave(p);
         *rc = self->rc;
         return LANE_DONE;
     }
-    /* The worker failed: as batch_end, for the lane's calls. */
     lock(p);
-    bool closing = p->closing, alone = !closing && fate != FT_BAD && fate != FT_MIDFRAME;
-    if (fate == FT_BAD && !closing)
-        bump(&p->protocol_errors, 1);
-    for (uint32_t k = got; k < m; k++) {
-        int krc = closing ? -ECANCELED : alone ? AGAIN : r;
-        if (ws[k] == self) {
-            self->rc = krc;
-        } else if (alone) {
-            ws[k]->alone = true;
-            lane_post(ws[k], W_SLOW);
-        } else {
-            ws[k]->rc = krc;
-            lane_post(ws[k], W_DONE);
-        }
-    }
-    lane_flush(p, j);
+    lane_flush(p, j, true);
     slow_down(p);
-    *owned = closing || retire(p, j) == 0;
+    *owned = batch_end(p, j, ws, m, self, got, failures, fate, r, true);
     *rc = self->rc;
     *slot = j;
     return LANE_OWNED;
@@ -1828,11 +1834,11 @@ static void *lane_watch(void *arg)
             struct slot *s = &p->slots[k];
             unsigned e = atomic_load(&s->epoch);
             bool stuck = e == s->seen_epoch;
-            if (stuck && p->nlive < p->n && s->lh) {
-                lane_flush_waiters(p, k);   /* the slow way replaces a dead worker */
+            if (stuck && p->nlive < p->n && s->lane.head) {
+                lane_flush(p, k, false);   /* the slow way replaces a dead worker */
             } else if (idled || stuck) {
                 pthread_mutex_lock(&s->lm);
-                for (struct waiter *w = s->lh; w; w = w->next) {
+                for (struct waiter *w = s->lane.head; w; w = w->next) {
                     if (!w->stealable) {
                         w->stealable = true;
                         atomic_fetch_add(&p->lane_waiting, 1);
@@ -1866,20 +1872,26 @@ static void lane_watch_start(llll_pool *p)
     p->lw_failed = rc != 0;
 }
 
-/* Takes slot j, idle, and leads its lane. */
-static enum lane lead_idle(llll_pool *p, int j, struct waiter *w, int *rc, int *slot, struct done *pre, bool *owned,
-                           bool *closed)
+/* Where a call goes, from the worker its thread used last (h) on: a worker
+ * it took idle (*took), else h's lane when a call leads it (not another
+ * idle worker: the callers of one worker stay together), else, when h is
+ * not a lane's, any idle worker, else any led lane; -1: none. */
+static int lane_pick(llll_pool *p, int h, bool *took)
 {
-    struct slot *s = &p->slots[j];
-    pthread_mutex_lock(&s->lm);
-    s->leading = true;
-    pthread_mutex_unlock(&s->lm);
-    if (!p->closing)
-        return lead(p, j, w, rc, slot, pre, owned);
-    lane_flush(p, j);
-    s->state = SLOT_IDLE;
-    *closed = true;
-    return LANE_NO;
+    int n = p->n;
+    bool seek = atomic_load(&p->seeking);   /* threads in the pool's queue come first */
+    *took = true;
+    if (!seek && take(p, h))
+        return h;
+    bool led = p->slots[h].leading;
+    for (int k = 1; k < n && !led && !seek; k++)
+        if (take(p, (h + k) % n))
+            return (h + k) % n;
+    *took = false;
+    for (int k = 0; k < n; k++)
+        if (p->slots[(h + k) % n].leading)
+            return (h + k) % n;
+    return -1;
 }
 
 /* The lanes: a call on a pool without call_timeout_ms takes the worker its
@@ -1900,33 +1912,26 @@ static enum lane call_fast(llll_pool *p, struct waiter *w, int *rc, int *slot, s
      * waits for fast_inside: a call counted before it took its worker sees
      * closing, or has its channel shut down. */
     atomic_fetch_add(&p->fast_inside, 1);
-    bool closed = false;
     for (int round = 0; round < 2 && !p->closing; round++) {
-        /* Its own worker, idle or led; else any idle one; else any led one. */
-        int q = -1;
-        for (int k = 0; k < n && q < 0; k++) {
-            int j = (h + k) % n;
-            if (k == 1 && p->slots[h].leading) {
-                q = h;
-                break;
-            }
-            if (!atomic_load(&p->seeking) && take(p, j)) {
-                enum lane l = lead_idle(p, j, w, rc, slot, pre, owned, &closed);
-                if (closed)
-                    break;
-                return l;
-            }
-        }
-        if (n == 1 && p->slots[h].leading)
-            q = h;
-        for (int k = 1; k < n && q < 0 && !closed; k++)
-            if (p->slots[(h + k) % n].leading)
-                q = (h + k) % n;
-        /* A dead worker is replaced by a thread that finds none idle: the
-         * slow way does that. */
-        if (closed || q < 0 || !own || atomic_load_explicit(&p->nlive, memory_order_relaxed) < n)
+        bool took;
+        int q = lane_pick(p, h, &took);
+        if (q < 0)
             break;
         struct slot *s = &p->slots[q];
+        if (took) {
+            pthread_mutex_lock(&s->lm);
+            s->leading = true;
+            pthread_mutex_unlock(&s->lm);
+            if (!p->closing)
+                return lead(p, q, w, rc, slot, pre, owned);
+            lane_flush(p, q, true);
+            s->state = SLOT_IDLE;
+            break;
+        }
+        /* A dead worker is replaced by a thread that finds none idle: the
+         * slow way does that. */
+        if (!own || atomic_load_explicit(&p->nlive, memory_order_relaxed) < n)
+            break;
         pthread_mutex_lock(&s->lm);
         bool queued = s->leading && !p->closing, wake = false;
         if (queued)
@@ -1993,7 +1998,7 @@ int llll_pool_call(llll_pool *p, const void *arg, size_t len, llll_buf *result)
                     rc = -ECANCELED;
                 break;
             }
-            if (p->call_timeout_ms < 0 && !w.alone && !p->closing && !(p->qhead && p->qhead->is_call)) {
+            if (p->call_timeout_ms < 0 && !w.alone && !p->closing && !(p->q.head && p->q.head->is_call)) {
                 /* Given a worker, a call leads its lane: calls that find
                  * every worker busy queue there, not in the pool's queue
                  * (unless calls wait there: they go with this one). */
@@ -2459,7 +2464,7 @@ static void *pump_main(void *arg)
             break;
         /* Idle: a thread waiting for a worker gets this one (it may be
          * a callback of this very map, calling the pool). */
-        if (p->qhead)
+        if (p->q.head)
             break;
         p->idle_pumps++;
         pthread_cond_wait(&p->pump_cv, &p->mu);
@@ -2502,7 +2507,7 @@ static int pump_start(struct map *m, int i)
 /* An idle worker for a map, without waiting: its slot, or -1. Lock held. */
 static int take_idle(llll_pool *p)
 {
-    if (p->qhead || p->closing)
+    if (p->q.head || p->closing)
         return -1;
     for (int i = 0; i < p->n; i++)
         if (take(p, i))
@@ -2581,7 +2586,7 @@ static int deliver(const struct batch *b, llll_result_fn *resfn, void *ctx)
  * the map keeps one. Lock held. */
 static void share(struct map *m)
 {
-    if (!m->p->qhead)
+    if (!m->p->q.head)
         return;
     struct pump *spare = NULL;
     int active = 0;
@@ -2988,7 +2993,7 @@ void llll_pool_free(llll_pool *p)
         return;
     lock(p);
     p->closing = true;
-    for (struct waiter *w = p->qhead; w; w = w->next)
+    for (struct waiter *w = p->q.head; w; w = w->next)
         sem_post(&w->wake);
     wake_pumps(p);
     pthread_cond_signal(&p->wd_cv);
@@ -2998,7 +3003,7 @@ void llll_pool_free(llll_pool *p)
      * lane learn -ECANCELED; a call that takes an idle worker after this
      * sees closing, or finds its channel shut down. */
     for (int i = 0; i < p->n; i++) {
-        lane_flush_waiters(p, i);
+        lane_flush(p, i, false);
         if (p->slots[i].state != SLOT_IDLE && p->slots[i].ch)
             llll_sbc_shutdown(p->slots[i].ch);
     }
