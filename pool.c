@@ -266,7 +266,8 @@ static int64_t now_ns(void)
 
 static void bump(_Atomic uint64_t *c, uint64_t by)
 {
-    atomic_fetch_add_explicit(c, by, memory_order_relaxed);
+    if (by)
+        atomic_fetch_add_explicit(c, by, memory_order_relaxed);
 }
 
 /* ----------------------------------------------------------- the worker */
@@ -1714,55 +1715,45 @@ static enum lane lead(llll_pool *p, int j, struct waiter *self, int *rc, int *sl
         ws[m++] = lane_pop(p, s, false);
     }
     pthread_mutex_unlock(&s->lm);
+    int r;
     if (m == 1) {
-        int r = exchange(p, s, self->arg, self->len, self->result, &pre->fate);
-        if (pre->fate == FT_OK) {
-            bump(&p->calls, 1);
-            if (r == -EREMOTEIO)
-                bump(&p->failures, 1);
-            lane_end(p, j);
-            fast_leave(p);
-            *rc = r;
-            return LANE_DONE;
+        r = exchange(p, s, self->arg, self->len, self->result, &pre->fate);
+        if (pre->fate != FT_OK) {
+            lock(p);
+            lane_flush(p, j, true);
+            slow_down(p);
+            pre->rc = r;
+            *slot = j;
+            return LANE_FAILED;
         }
-        lock(p);
-        lane_flush(p, j, true);
-        slow_down(p);
-        pre->rc = r;
-        *slot = j;
-        return LANE_FAILED;
-    }
-    uint32_t id = batch_frame(p, s, ws, m);
-    if (!id) {
-        for (uint32_t k = 1; k < m; k++) {
-            ws[k]->rc = -ENOMEM;
-            lane_post(ws[k], W_DONE);
+        bump(&p->calls, 1);
+        bump(&p->failures, r == -EREMOTEIO);
+    } else {
+        uint32_t id = batch_frame(p, s, ws, m), got = 0, failures = 0;
+        enum fate fate = FT_OK;
+        int e = id ? batch_io(p, s, ws, m, id, &got, &failures, &fate) : 0;
+        if (e) {   /* the worker failed: not every call was answered */
+            lock(p);
+            lane_flush(p, j, true);
+            slow_down(p);
+            *owned = batch_end(p, j, ws, m, self, got, failures, fate, e, true);
+            *rc = self->rc;
+            *slot = j;
+            return LANE_OWNED;
         }
-        lane_end(p, j);
-        fast_leave(p);
-        *rc = -ENOMEM;
-        return LANE_DONE;
-    }
-    uint32_t got, failures;
-    enum fate fate;
-    int r = batch_io(p, s, ws, m, id, &got, &failures, &fate);
-    if (got == m) {
         bump(&p->calls, got);
         bump(&p->failures, failures);
-        for (uint32_t k = 1; k < m; k++)
+        for (uint32_t k = 1; k < m; k++) {
+            if (!id)
+                ws[k]->rc = -ENOMEM;   /* nothing was sent: the worker is fine */
             lane_post(ws[k], W_DONE);
-        lane_end(p, j);
-        fast_leave(p);
-        *rc = self->rc;
-        return LANE_DONE;
+        }
+        r = id ? self->rc : -ENOMEM;
     }
-    lock(p);
-    lane_flush(p, j, true);
-    slow_down(p);
-    *owned = batch_end(p, j, ws, m, self, got, failures, fate, r, true);
-    *rc = self->rc;
-    *slot = j;
-    return LANE_OWNED;
+    lane_end(p, j);
+    fast_leave(p);
+    *rc = r;
+    return LANE_DONE;
 }
 
 /* A call queued in a lane waits for its outcome, or to lead, or to go the
