@@ -264,6 +264,18 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Starts a library thread with every signal blocked (the user's handlers
+ * never run on it): pthread_create's value. */
+static int thread_start(pthread_t *th, void *(*fn)(void *), void *arg)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(th, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
 static void bump(_Atomic uint64_t *c, uint64_t by)
 {
     if (by)
@@ -1854,11 +1866,7 @@ static void lane_watch_start(llll_pool *p)
 {
     if (p->lw_running || p->lw_failed || p->closing)
         return;
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&p->lw, NULL, lane_watch, p);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int rc = thread_start(&p->lw, lane_watch, p);
     p->lw_running = rc == 0;
     p->lw_failed = rc != 0;
 }
@@ -2480,11 +2488,7 @@ static int pump_start(struct map *m, int i)
         return -ENOMEM;
     u->m = m;
     u->slot = i;
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&u->th, NULL, pump_main, u);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int rc = thread_start(&u->th, pump_main, u);
     if (rc) {
         free(u);
         return -rc;
@@ -2812,11 +2816,7 @@ static void reap_all(llll_pool *p)
 /* Starts the watchdog thread, with every signal blocked. */
 static int watchdog_start(llll_pool *p)
 {
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&p->wd, NULL, watchdog, p);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int rc = thread_start(&p->wd, watchdog, p);
     p->wd_running = rc == 0;
     return -rc;
 }

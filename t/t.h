@@ -4,12 +4,15 @@
 
 #include <check.h>
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* Each t/test_*.c registers its suite(s) with T_SUITE(name_suite); main.c runs
  * them all in one SRunner, so one Check summary line closes the run. */
@@ -17,6 +20,30 @@ void t_register(Suite *(*make)(void));
 #define T_SUITE(fn)                                                   \
     static void t_reg_##fn(void) __attribute__((constructor));       \
     static void t_reg_##fn(void) { t_register(fn); }
+
+/* The test process (a fresh fork of the runner, so any child it has is the
+ * test's) has no child left: every one was reaped. */
+static inline void t_assert_no_child(void)
+{
+    errno = 0;
+    ck_assert_int_eq(waitpid(-1, NULL, WNOHANG), -1);
+    ck_assert_int_eq(errno, ECHILD);
+}
+
+/* Copies the file from to the file to, executable. */
+static inline void t_copy_file(const char *from, const char *to)
+{
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+    ck_assert(in >= 0 && out >= 0);
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(in, buf, sizeof buf)) > 0)
+        ck_assert_int_eq(write(out, buf, (size_t)n), n);
+    ck_assert_int_eq(n, 0);
+    close(in);
+    close(out);
+}
 
 /* Full path of a helper program built from t/helper_NAME.c, in a static
  * buffer (the Makefile passes the folder as LLLL_T_DIR). */

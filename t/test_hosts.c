@@ -52,20 +52,6 @@ static void rm_tmp(void)
     tmp[0] = '\0';
 }
 
-static void copy_file(const char *from, const char *to)
-{
-    int in = open(from, O_RDONLY | O_CLOEXEC);
-    int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
-    ck_assert(in >= 0 && out >= 0);
-    char buf[65536];
-    ssize_t n;
-    while ((n = read(in, buf, sizeof buf)) > 0)
-        ck_assert_int_eq(write(out, buf, (size_t)n), n);
-    ck_assert_int_eq(n, 0);
-    close(in);
-    close(out);
-}
-
 static void write_file(const char *path, const char *text, mode_t mode)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
@@ -179,7 +165,7 @@ START_TEST(words_reach_a_launched_worker_intact_through_a_launcher_that_joins_th
     ck_assert_int_eq(mkdir(tmp_path("dir with space"), 0755), 0);
     char path[1024];
     snprintf(path, sizeof path, "%s", tmp_path("dir with space/it's a $worker"));
-    copy_file(t_helper("remote_worker"), path);
+    t_copy_file(t_helper("remote_worker"), path);
     /* The path again as a word: under qemu-user, argv[0] is the real binary. */
     const char *argv[] = { path, path, "a b;c", "", "*", NULL };
     const char *launchers[][2] = { { fake, NULL }, { "env", NULL } };

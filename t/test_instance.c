@@ -19,14 +19,6 @@
 #include "llll.h"
 #include "t.h"
 
-static void assert_no_child_left(void)
-{
-    int st;
-    errno = 0;
-    ck_assert_int_eq(waitpid(-1, &st, WNOHANG), -1);
-    ck_assert_int_eq(errno, ECHILD);
-}
-
 
 /* Receives one frame and checks it is want. */
 static void expect(llll_instance *in, const char *want)
@@ -155,7 +147,7 @@ START_TEST(instance_runs_a_c_child_that_echoes_frames)
     ck_assert(WIFEXITED(st));
     ck_assert_int_eq(WEXITSTATUS(st), 7);
     llll_instance_free(in);
-    assert_no_child_left();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -199,7 +191,7 @@ START_TEST(instance_runs_python_code_from_stdin_that_echoes_frames)
     ck_assert(WIFEXITED(st));
     ck_assert_int_eq(WEXITSTATUS(st), 0);
     llll_instance_free(in);
-    assert_no_child_left();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -233,7 +225,7 @@ START_TEST(start_returns_at_once_with_code_larger_than_a_pipe_the_child_never_re
     ck_assert_int_eq(llll_instance_start(&in, argv, &o), 0); /* else: timeout */
     llll_instance_free(in);
     free(code);
-    assert_no_child_left();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -252,7 +244,7 @@ START_TEST(fork_instance_round_trip_and_exit_status)
     ck_assert_int_eq(WEXITSTATUS(st), 9);
     ck_assert_int_eq(llll_instance_kill(in, SIGTERM), -ESRCH);
     llll_instance_free(in);
-    assert_no_child_left();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -356,7 +348,7 @@ START_TEST(sigint_is_ignored_by_instances_by_default)
     say(in, "pong");
     expect(in, "pong");
     llll_instance_free(in);
-    assert_no_child_left();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -415,7 +407,7 @@ START_TEST(failed_starts_and_forks_leave_no_child_and_no_fd)
     ck_assert_ptr_null(in);
     const char *sh[] = {"sh", NULL};
     ck_assert_int_eq(llll_instance_start(&in, sh, &nodir), -ENOENT);
-    assert_no_child_left();
+    t_assert_no_child();
     ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
 }
 END_TEST
@@ -437,7 +429,7 @@ START_TEST(free_kills_an_instance_that_ignores_eof_and_leaves_nothing)
     ck_assert_int_eq(llll_instance_start(&in, argv, &o), 0);
     llll_instance_free(in);
     ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-    assert_no_child_left();
+    t_assert_no_child();
     ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
 }
 END_TEST
@@ -747,7 +739,7 @@ START_TEST(children_of_8_threads_spawning_and_forking_at_once_hold_only_their_ow
     for (int i = 0; i < 8; i++)
         pthread_join(t[i], NULL);
     ck_assert_msg(fail_msg[0] == '\0', "%s", fail_msg);
-    assert_no_child_left();
+    t_assert_no_child();
 }
 END_TEST
 

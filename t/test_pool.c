@@ -31,14 +31,6 @@ static const char *const *worker(void)
     return worker_argv;
 }
 
-/* The test process (a fork of the runner) has no child left. */
-static void assert_no_child(void)
-{
-    errno = 0;
-    ck_assert_int_eq(waitpid(-1, NULL, WNOHANG), -1);
-    ck_assert_int_eq(errno, ECHILD);
-}
-
 /* Open fds of this process. */
 static int count_fds(void)
 {
@@ -237,7 +229,7 @@ START_TEST(calls_from_eight_threads_each_get_their_own_result)
     ck_assert_uint_eq(st.calls, 8 * 300);
     ck_assert_uint_eq(st.crashes + st.failures + st.timeouts + st.respawns, 0);
     llll_pool_free(p);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -257,7 +249,7 @@ START_TEST(a_fork_pool_computes_fibonacci_in_its_workers)
     }
     llll_buf_free(&res);
     llll_pool_free(p);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -311,7 +303,7 @@ START_TEST(a_worker_that_crashes_gives_econnreset_and_is_replaced)
     llll_buf_free(&res);
     llll_pool_free(p);
     close_hold_pipes();
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -333,7 +325,7 @@ START_TEST(a_request_a_dead_worker_never_read_goes_to_its_replacement)
     ck_assert_uint_eq(st.calls, 2);
     llll_buf_free(&res);
     llll_pool_free(p);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -356,7 +348,7 @@ START_TEST(a_worker_that_died_while_idle_does_not_fail_the_next_call)
     ck_assert_uint_eq(st.crashes, 0);
     ck_assert_uint_eq(st.respawns, 1);
     llll_pool_free(p);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -378,7 +370,7 @@ START_TEST(a_hung_worker_times_out_and_is_replaced)
     llll_buf_free(&res);
     llll_pool_free(p);
     close_hold_pipes();
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -399,23 +391,14 @@ START_TEST(without_respawn_dead_workers_stay_dead_then_calls_get_echild)
     ck_assert_uint_eq(st.respawns, 0);
     llll_buf_free(&res);
     llll_pool_free(p);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
 /* Copies the worker program to path (mode 0755). */
 static void copy_worker(const char *path)
 {
-    FILE *in = fopen(t_helper("pool_worker"), "rb"), *out = fopen(path, "wb");
-    ck_assert_ptr_nonnull(in);
-    ck_assert_ptr_nonnull(out);
-    char buf[65536];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
-        ck_assert_uint_eq(fwrite(buf, 1, n, out), n);
-    fclose(in);
-    ck_assert_int_eq(fclose(out), 0);
-    ck_assert_int_eq(chmod(path, 0755), 0);
+    t_copy_file(t_helper("pool_worker"), path);
 }
 
 START_TEST(a_worker_that_cannot_be_replaced_fails_calls_until_it_can)
@@ -444,7 +427,7 @@ START_TEST(a_worker_that_cannot_be_replaced_fails_calls_until_it_can)
     llll_pool_free(p);
     unlink(prog);
     rmdir(dir);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -572,7 +555,7 @@ START_TEST(calls_survive_a_storm_of_killed_workers)
     assert_all_workers_answer(s.p, 3);
     llll_pool_free(s.p);
     close_hold_pipes();
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -585,7 +568,7 @@ START_TEST(start_fails_on_a_program_that_exits_without_hello)
     const char *argv[] = { "true", NULL };
     ck_assert_int_eq(llll_pool_start(&p, argv, 3, NULL), -ECONNRESET);
     ck_assert_ptr_null(p);
-    assert_no_child();
+    t_assert_no_child();
     ck_assert_int_eq(count_fds(), fds);
 }
 END_TEST
@@ -597,7 +580,7 @@ START_TEST(start_times_out_on_a_program_that_never_says_hello)
     const char *argv[] = { "sleep", "30", NULL };
     ck_assert_int_eq(llll_pool_start(&p, argv, 2, &(llll_pool_opts){ .start_timeout_ms = 300 }), -ETIMEDOUT);
     ck_assert_ptr_null(p);
-    assert_no_child();
+    t_assert_no_child();
     ck_assert_int_eq(count_fds(), fds);
 }
 END_TEST
@@ -609,7 +592,7 @@ START_TEST(timeouts_of_minus_one_mean_forever_and_below_is_einval)
     llll_pool_free(p);
     ck_assert_int_eq(llll_pool_start(&p, worker(), 1, &(llll_pool_opts){ .call_timeout_ms = -2 }), -EINVAL);
     ck_assert_int_eq(llll_pool_start(&p, worker(), 1, &(llll_pool_opts){ .start_timeout_ms = -2 }), -EINVAL);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -620,7 +603,7 @@ START_TEST(start_rejects_a_worker_of_another_protocol_version)
     const char *argv[] = { t_helper("pool_worker"), "--v1", NULL };
     ck_assert_int_eq(llll_pool_start(&p, argv, 2, NULL), -EPROTO);
     ck_assert_ptr_null(p);
-    assert_no_child();
+    t_assert_no_child();
     ck_assert_int_eq(count_fds(), fds);
 }
 END_TEST
@@ -637,7 +620,7 @@ START_TEST(start_reports_enoent_for_a_missing_program)
     p = (llll_pool *)&p;
     ck_assert_int_eq(llll_pool_fork(&p, picky_fn, NULL, 2, &o), -ENOENT);
     ck_assert_ptr_null(p);
-    assert_no_child();
+    t_assert_no_child();
     ck_assert_int_eq(count_fds(), fds);
 }
 END_TEST
@@ -705,7 +688,7 @@ START_TEST(a_worker_speaking_the_documented_wire_format_serves_a_pool)
     ck_assert_mem_eq(res.data, "liaf", 4);
     llll_buf_free(&res);
     llll_pool_free(p);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -804,7 +787,7 @@ START_TEST(serve_returns_zero_in_each_worker_when_the_pool_is_freed)
     ck_assert_int_eq(llll_pool_start(&p, argv, 3, NULL), 0);
     ck_assert_int_eq(call_num(p, "sq 4"), 16);
     llll_pool_free(p);
-    assert_no_child();
+    t_assert_no_child();
     char buf[64] = { 0 };
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);
@@ -828,7 +811,7 @@ START_TEST(free_releases_threads_blocked_in_calls)
         ck_assert_msg(h[i].rc == -ECANCELED, "%s", llll_strerror(h[i].rc));
     }
     close_hold_pipes();
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -846,7 +829,7 @@ START_TEST(free_releases_a_thread_blocked_in_a_call_on_the_worker_it_used_last)
     pthread_join(th, NULL);
     ck_assert_msg(h.rc == -ECANCELED, "%s", llll_strerror(h.rc));
     close_hold_pipes();
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -865,7 +848,9 @@ struct twice {
     llll_pool *p;
     int warmed[2], go[2];   /* pipes: it says it called once; it is told to go on */
     int rc;
+    long pid1;              /* the worker of its first call */
     _Atomic pid_t tid;
+    pthread_t th;
 };
 
 static void *call_twice(void *a)
@@ -874,11 +859,33 @@ static void *call_twice(void *a)
     llll_buf res = LLLL_BUF_INIT;
     char out[64], c = 0;
     t->tid = (pid_t)syscall(SYS_gettid);
-    t->rc = call_str(t->p, "sq 2", &res, out, sizeof out);
+    t->rc = call_str(t->p, "pid", &res, out, sizeof out);
+    t->pid1 = strtol(out, NULL, 10);
     if (t->rc == 0 && write(t->warmed[1], &c, 1) == 1 && read(t->go[0], &c, 1) == 1)
         t->rc = call_str(t->p, "sq 2", &res, out, sizeof out);
     llll_buf_free(&res);
     return NULL;
+}
+
+/* Starts a thread calling twice and waits for its first call's end. */
+static void twice_start(struct twice *t, llll_pool *p)
+{
+    *t = (struct twice){ .p = p };
+    ck_assert_int_eq(pipe(t->warmed), 0);
+    ck_assert_int_eq(pipe(t->go), 0);
+    ck_assert_int_eq(pthread_create(&t->th, NULL, call_twice, t), 0);
+    char c;
+    ck_assert_int_eq(read(t->warmed[0], &c, 1), 1);
+}
+
+/* Joins it after its second call. */
+static void twice_join(struct twice *t)
+{
+    pthread_join(t->th, NULL);
+    close(t->warmed[0]);
+    close(t->warmed[1]);
+    close(t->go[0]);
+    close(t->go[1]);
 }
 
 /* Threads' first calls take the workers in turn, so two of four threads
@@ -891,28 +898,21 @@ START_TEST(calls_waiting_for_a_held_worker_move_to_an_idle_one)
     make_hold_pipes();
     llll_pool *p = start_worker_pool(2, NULL);
     struct twice q[4];
-    pthread_t qt[4];
-    for (int i = 0; i < 4; i++) {   /* one at a time: worker 0, 1, 0, 1 */
-        q[i] = (struct twice){ .p = p };
-        ck_assert_int_eq(pipe(q[i].warmed), 0);
-        ck_assert_int_eq(pipe(q[i].go), 0);
-        ck_assert_int_eq(pthread_create(&qt[i], NULL, call_twice, &q[i]), 0);
-        char c;
-        ck_assert_int_eq(read(q[i].warmed[0], &c, 1), 1);
-    }
+    for (int i = 0; i < 4; i++)   /* one at a time: worker 0, 1, 0, 1 */
+        twice_start(&q[i], p);
     struct hold_arg h = { 0 };
     pthread_t th;
     int arrived;
     hold_start(p, 1, &h, &th, &arrived);   /* worker 0, the next in turn */
+    int behind = 0;
+    for (int i = 0; i < 4; i++)
+        behind += q[i].pid1 == arrived;
+    ck_assert_int_eq(behind, 2);   /* two threads last used the held worker */
     for (int i = 0; i < 4; i++)
         ck_assert_int_eq(write(q[i].go[1], "", 1), 1);
     for (int i = 0; i < 4; i++) {
-        pthread_join(qt[i], NULL);
+        twice_join(&q[i]);
         ck_assert_msg(q[i].rc == 0, "%s", llll_strerror(q[i].rc));
-        close(q[i].warmed[0]);
-        close(q[i].warmed[1]);
-        close(q[i].go[0]);
-        close(q[i].go[1]);
     }
     char go = 0;
     ck_assert_int_eq(write(release[1], &go, 1), 1);
@@ -920,7 +920,7 @@ START_TEST(calls_waiting_for_a_held_worker_move_to_an_idle_one)
     ck_assert_msg(h.rc == 0, "%s", llll_strerror(h.rc));
     llll_pool_free(p);
     close_hold_pipes();
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -930,13 +930,8 @@ START_TEST(free_cancels_a_call_waiting_for_a_held_worker)
 {
     make_hold_pipes();
     llll_pool *p = start_worker_pool(1, NULL);
-    struct twice q = { .p = p };
-    pthread_t qt;
-    ck_assert_int_eq(pipe(q.warmed), 0);
-    ck_assert_int_eq(pipe(q.go), 0);
-    ck_assert_int_eq(pthread_create(&qt, NULL, call_twice, &q), 0);
-    char c;
-    ck_assert_int_eq(read(q.warmed[0], &c, 1), 1);
+    struct twice q;
+    twice_start(&q, p);
     struct hold_arg h = { 0 };
     pthread_t th;
     int arrived;
@@ -948,16 +943,12 @@ START_TEST(free_cancels_a_call_waiting_for_a_held_worker)
         sched_yield();
     t_wait_until_sleeping(q.tid);
     llll_pool_free(p);
-    pthread_join(qt, NULL);
+    twice_join(&q);
     pthread_join(th, NULL);
     ck_assert_msg(q.rc == -ECANCELED, "%s", llll_strerror(q.rc));
     ck_assert_msg(h.rc == -ECANCELED, "%s", llll_strerror(h.rc));
-    close(q.warmed[0]);
-    close(q.warmed[1]);
-    close(q.go[0]);
-    close(q.go[1]);
     close_hold_pipes();
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -999,7 +990,7 @@ START_TEST(free_cancels_a_call_waiting_for_a_replacement_to_say_hello)
     unlink(prog);
     unlink(away);
     rmdir(dir);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -1015,7 +1006,7 @@ START_TEST(a_pool_leaves_no_fd_open_after_crashes_timeouts_and_free)
     llll_buf_free(&res);
     llll_pool_free(p);
     ck_assert_int_eq(count_fds(), before);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -1029,7 +1020,7 @@ START_TEST(free_gives_workers_that_ignore_eof_one_grace_together)
     ck_assert_int_eq(llll_pool_start(&p, argv, LINGERERS, NULL), 0);
     ck_assert_int_eq(call_num(p, "sq 8"), 64);
     llll_pool_free(p);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 

@@ -23,13 +23,6 @@
 
 /* ------------------------------------------------------------- helpers */
 
-static void assert_no_child(void)
-{
-    errno = 0;
-    ck_assert_int_eq(waitpid(-1, NULL, WNOHANG), -1);
-    ck_assert_int_eq(errno, ECHILD);
-}
-
 
 static long status_kib(const char *field)
 {
@@ -192,7 +185,7 @@ START_TEST(a_map_delivers_every_result_in_order_for_0_1_and_a_million_items)
     ck_assert_uint_eq(st.calls, 1000001);
     ck_assert_uint_eq(st.crashes + st.respawns + st.failures + st.protocol_errors, 0);
     llll_pool_free(p);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -246,7 +239,7 @@ START_TEST(a_result_callback_stops_the_map_early)
     llll_pool_get_stats(p, &st);
     ck_assert_uint_eq(st.respawns, 0);
     llll_pool_free(p);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -358,7 +351,7 @@ START_TEST(an_item_that_kills_its_worker_fails_alone_and_every_other_gets_its_re
     ck_assert_uint_eq(st.crashes, 1);
     ck_assert_uint_eq(st.respawns, 2);   /* once in its batch, once alone */
     llll_pool_free(p);
-    assert_no_child();
+    t_assert_no_child();
 
     /* Every item started at least once; the poisonous one twice (in its
      * batch, then alone); twice at most for the others of its batches. */
@@ -397,7 +390,7 @@ START_TEST(an_item_that_hangs_times_out_alone)
     ck_assert_uint_eq(st.crashes, 0);
     ck_assert_int_eq(llll_pool_size(p), 2);
     llll_pool_free(p);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -417,7 +410,7 @@ START_TEST(a_hung_item_in_a_large_batch_costs_about_one_call_timeout)
     ck_assert_uint_eq(r.err_i[0], 150000);
     ck_assert_int_eq(r.err_rc[0], -ETIMEDOUT);
     llll_pool_free(p);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -566,7 +559,7 @@ START_TEST(free_during_a_map_returns_ecanceled)
     ck_assert_msg(a.rc == -ECANCELED, "%s", llll_strerror(a.rc));
     ck_assert_uint_le(a.r.ok, 500);
     sem_destroy(&fetched);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -601,7 +594,7 @@ START_TEST(maps_leave_no_fd_thread_or_child_behind)
     while (t_count_dir("/proc/self/task") > threads)
         sched_yield();
     ck_assert_int_eq(t_count_dir("/proc/self/task"), threads);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -680,7 +673,7 @@ START_TEST(calls_run_together_with_one_that_kills_the_worker_get_their_results)
     llll_pool_free(p);
     close(hp[0]);
     close(hp[1]);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -751,7 +744,7 @@ START_TEST(a_caller_handed_a_worker_sends_its_call_with_the_waiting_ones)
     unlink(path);
     close(hp[0]);
     close(hp[1]);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -804,7 +797,7 @@ START_TEST(call_timeout_bounds_the_send_of_a_large_argument)
     free(big);
     llll_buf_free(&res);
     llll_pool_free(p);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -829,7 +822,7 @@ START_TEST(a_reply_to_another_request_gives_eproto_and_retires_the_worker)
     ck_assert_uint_eq(st.respawns, 1);
     llll_buf_free(&res);
     llll_pool_free(p);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -847,7 +840,7 @@ START_TEST(a_malformed_reply_gives_eproto_and_retires_the_worker)
     ck_assert_int_eq(llll_pool_size(p), 1);
     llll_buf_free(&res);
     llll_pool_free(p);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -883,7 +876,7 @@ START_TEST(a_failed_allocation_here_gives_enomem_not_a_crash)
     ck_assert_uint_eq(y, 4);
     llll_buf_free(&res);
     llll_pool_free(p);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 

@@ -111,15 +111,6 @@ static int run(const char *const *argv, const llll_proc_opts *o)
     return st;
 }
 
-static void assert_no_child_left(void)
-{
-    /* The test process is a fresh fork: any child it has would be ours. */
-    int st;
-    errno = 0;
-    ck_assert_int_eq(waitpid(-1, &st, WNOHANG), -1);
-    ck_assert_int_eq(errno, ECHILD);
-}
-
 
 
 /* --------------------------------------------------------------- output */
@@ -307,10 +298,10 @@ START_TEST(start_reports_enoent_for_a_missing_program_and_leaves_no_child)
     ck_assert_int_eq(llll_proc_start(&p, argv, &o), -ENOENT);
     rmdir(dir);
     ck_assert_ptr_null(p);
-    assert_no_child_left();
+    t_assert_no_child();
     const char *abs[] = {"/nonexistent/llll-prog", NULL};
     ck_assert_int_eq(llll_proc_start(&p, abs, NULL), -ENOENT);
-    assert_no_child_left();
+    t_assert_no_child();
     ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
 }
 END_TEST
@@ -325,7 +316,7 @@ START_TEST(start_reports_eacces_for_a_file_that_is_not_executable)
     const char *argv[] = {path, NULL};
     ck_assert_int_eq(llll_proc_start(&p, argv, NULL), -EACCES);
     unlink(path);
-    assert_no_child_left();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -336,7 +327,7 @@ START_TEST(start_reports_the_error_of_a_missing_cwd)
     const char *argv[] = {"true", NULL};
     llll_proc_opts o = {.cwd = "/nonexistent/llll-dir"};
     ck_assert_int_eq(llll_proc_start(&p, argv, &o), -ENOENT);
-    assert_no_child_left();
+    t_assert_no_child();
     ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
 }
 END_TEST
@@ -461,7 +452,7 @@ START_TEST(program_is_looked_up_in_the_overlaid_path)
     const char *argv[] = {"sh", "-c", "exit 0", NULL};
     llll_proc_opts o = {.env = env};
     ck_assert_int_eq(llll_proc_start(&p, argv, &o), -ENOENT);
-    assert_no_child_left();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -502,7 +493,7 @@ START_TEST(on_end_comes_while_a_grandchild_holds_stdout_open)
     ck_assert_int_gt(g, 1);
     ck_assert_int_eq(kill(g, SIGKILL), 0);
     ck_assert_int_eq(waitpid(g, &st, 0), g);
-    assert_no_child_left();
+    t_assert_no_child();
     cap_free(&c);
 }
 END_TEST
@@ -623,7 +614,7 @@ START_TEST(free_of_a_running_child_kills_and_reaps_it)
     llll_proc_free(p);
     ck_assert_int_eq(c.ends, 1); /* on_end ran, and before free returned */
     ck_assert(WIFSIGNALED(c.status) && WTERMSIG(c.status) == SIGKILL);
-    assert_no_child_left();
+    t_assert_no_child();
     ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
     llll_proc_free(NULL);
     cap_free(&c);
@@ -875,7 +866,7 @@ START_TEST(a_thousand_spawns_leave_fds_threads_and_zombies_unchanged)
     }
     ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
     ck_assert_int_eq(count_threads_settled(threads), threads);
-    assert_no_child_left();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -996,7 +987,7 @@ START_TEST(an_unknown_stdin_mode_is_einval)
     llll_proc_opts o = {.stdin_mode = 3};
     ck_assert_int_eq(llll_proc_start(&p, argv, &o), -EINVAL);
     ck_assert_ptr_null(p);
-    assert_no_child_left();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -1024,7 +1015,7 @@ START_TEST(run_captures_stdout_stderr_and_the_exit_status)
     ck_assert_uint_eq(out.len, 0);
     llll_buf_free(&out);
     llll_buf_free(&err);
-    assert_no_child_left();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -1100,7 +1091,7 @@ START_TEST(run_times_out_with_what_was_read_and_the_child_gone)
     for (int ms = 50; out.len == 0 || err.len == 0; ms *= 2) {
         ck_assert_int_eq(llll_proc_run(argv, NULL, NULL, 0, ms, &st, &out, &err), -ETIMEDOUT);
         ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM);
-        assert_no_child_left();
+        t_assert_no_child();
     }
     ck_assert(buf_is(&out, "partial\n"));
     ck_assert(buf_is(&err, "e\n"));
@@ -1117,7 +1108,7 @@ START_TEST(run_kills_a_child_that_ignores_sigterm_after_the_grace)
     int st = -1;
     for (int ms = 50; out.len == 0; ms *= 2) {
         ck_assert_int_eq(llll_proc_run(argv, NULL, NULL, 0, ms, &st, &out, NULL), -ETIMEDOUT);
-        assert_no_child_left();
+        t_assert_no_child();
     }
     ck_assert(buf_is(&out, "ready\n"));
     ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
@@ -1204,7 +1195,7 @@ START_TEST(run_with_timeout_0_ends_the_child_at_once)
     int st = -1;
     ck_assert_int_eq(llll_proc_run(argv, NULL, NULL, 0, 0, &st, NULL, NULL), -ETIMEDOUT);
     ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM);
-    assert_no_child_left();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -1244,7 +1235,7 @@ START_TEST(run_from_four_threads_at_once_gives_each_its_own_output)
         pthread_join(t[i], NULL);
         ck_assert_int_eq(r[i].bad, 0);
     }
-    assert_no_child_left();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -1257,7 +1248,7 @@ START_TEST(run_times_out_while_a_child_does_not_read_its_input)
     int st = -1;
     ck_assert_int_eq(llll_proc_run(argv, NULL, big, sizeof big, 100, &st, NULL, NULL), -ETIMEDOUT);
     ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM);
-    assert_no_child_left();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -1301,7 +1292,7 @@ START_TEST(run_reports_start_errors_and_rejects_bad_arguments)
     o.stdin_mode = 7;
     ck_assert_int_eq(llll_proc_run(argv, &o, NULL, 0, -1, &st, NULL, NULL), -EINVAL);
     ck_assert_int_eq(st, 12345);
-    assert_no_child_left();
+    t_assert_no_child();
     llll_buf_free(&out);
 }
 END_TEST
@@ -1552,7 +1543,7 @@ START_TEST(die_with_parent_children_end_normally_and_report_start_errors)
     ck_assert_int_eq(llll_proc_start(&p, missing, &o), -ENOENT);
     o.cwd = "/nonexistent/llll-dir";
     ck_assert_int_eq(llll_proc_start(&p, argv, &o), -ENOENT);
-    assert_no_child_left();
+    t_assert_no_child();
     ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
 }
 END_TEST

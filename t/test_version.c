@@ -1,4 +1,5 @@
 /* The version: macros usable in #if, and the string the library was built as. */
+#define _GNU_SOURCE
 #include <stdio.h>
 #include <string.h>
 

@@ -64,16 +64,7 @@ static const char *test_dir(const char *name)
 /* Copies the worker to path (absolute: ssh starts in the home folder). */
 static void copy_worker(const char *path)
 {
-    int in = open(t_helper("remote_worker"), O_RDONLY | O_CLOEXEC);
-    int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
-    ck_assert(in >= 0 && out >= 0);
-    char buf[65536];
-    ssize_t n;
-    while ((n = read(in, buf, sizeof buf)) > 0)
-        ck_assert_int_eq(write(out, buf, (size_t)n), n);
-    ck_assert_int_eq(n, 0);
-    close(in);
-    close(out);
+    t_copy_file(t_helper("remote_worker"), path);
 }
 
 static const char *wargv[4];

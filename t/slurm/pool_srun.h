@@ -77,15 +77,6 @@ static inline llll_pool *start_mixed(const char *mode)
     return p;
 }
 
-/* The test process (a fork of the runner) has no child left: every srun was
- * reaped. */
-static inline void assert_no_child(void)
-{
-    errno = 0;
-    ck_assert_int_eq(waitpid(-1, NULL, WNOHANG), -1);
-    ck_assert_int_eq(errno, ECHILD);
-}
-
 /* The pid of our child process whose argv holds the word arg, or -1. */
 static inline pid_t child_with_arg(const char *arg)
 {

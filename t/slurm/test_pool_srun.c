@@ -25,7 +25,7 @@ START_TEST(calls_are_served_by_srun_workers_and_a_local_one_together)
     }
     square_calls(p, 300);
     llll_pool_free(p);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -41,7 +41,7 @@ START_TEST(a_worker_printing_to_stdout_through_srun_still_answers_right)
     llll_pool_free(p);
     /* the stray lines went to stderr, not into the channel */
     ck_assert(errlog_has("noise from worker"));
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -86,7 +86,7 @@ START_TEST(killing_the_srun_of_a_busy_worker_fails_its_call_as_a_crash_and_relau
     llll_pool_get_stats(p, &st);
     ck_assert_uint_ge(st.respawns, 1);
     llll_pool_free(p);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -145,7 +145,7 @@ START_TEST(an_srun_to_a_missing_partition_fails_start_and_says_why)
     ck_assert_msg(rc == -ECONNRESET, "start: %s", llll_strerror(rc));   /* srun exited */
     ck_assert_ptr_null(p);
     ck_assert_msg(errlog_has("Invalid partition"), "stderr: %s", errlog.text);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 

@@ -86,7 +86,7 @@ START_TEST(a_map_over_srun_workers_returns_every_result_in_order)
     map_squares(p, 2000);
     map_big(p, 24);
     llll_pool_free(p);
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
@@ -97,7 +97,7 @@ START_TEST(a_map_over_srun_workers_printing_to_stdout_returns_every_result_right
     map_big(p, 8);
     llll_pool_free(p);
     ck_assert(errlog_has("noise from worker"));
-    assert_no_child();
+    t_assert_no_child();
 }
 END_TEST
 
