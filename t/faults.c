@@ -112,8 +112,7 @@ static int base_threads;
  * left /proc (an ending thread stays listed a moment after its join). */
 static struct held held_settled(void)
 {
-    for (int i = 0; i < 200000 && t_count_dir("/proc/self/task") > base_threads; i++)
-        sched_yield();
+    t_threads_settled(base_threads);
     return held_now();
 }
 

@@ -80,6 +80,22 @@ static inline int t_count_dir(const char *path)
     return n;
 }
 
+/* The number of this process's threads once it fell to want, or what it is
+ * after a bounded wait: a joined thread's task can stay listed a moment
+ * after pthread_join returned (the kernel wakes the joiner first), and with
+ * the CPUs busy it may wait long for its turn; a leaked one never goes, and
+ * the caller's assertion then fails (also under CK_FORK=no, with no case
+ * timeout). */
+static inline int t_threads_settled(int want)
+{
+    int n = t_count_dir("/proc/self/task");
+    for (int i = 0; i < 200000 && n > want; i++) {
+        sched_yield();
+        n = t_count_dir("/proc/self/task");
+    }
+    return n;
+}
+
 /* Check's runner may leave fds open without FD_CLOEXEC; marks them, so that
  * only the library's own fds are under test and children hold only what the
  * library gives them. */

@@ -589,11 +589,7 @@ START_TEST(maps_leave_no_fd_thread_or_child_behind)
     llll_buf_free(&res);
     llll_pool_free(p);
     ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
-    /* A joined thread's task can stay listed a moment after pthread_join
-     * returned; a leaked one never goes (the case's timeout ends the wait). */
-    while (t_count_dir("/proc/self/task") > threads)
-        sched_yield();
-    ck_assert_int_eq(t_count_dir("/proc/self/task"), threads);
+    ck_assert_int_eq(t_threads_settled(threads), threads);
     t_assert_no_child();
 }
 END_TEST

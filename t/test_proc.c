@@ -835,27 +835,13 @@ START_TEST(children_see_only_fds_0_1_2_even_while_another_thread_spawns)
 }
 END_TEST
 
-static int count_threads_settled(int want)
-{
-    /* A joined thread's task can stay listed for a moment after
-     * pthread_join returned (the kernel wakes the joiner first). The bound
-     * is generous: with the CPUs busy the exiting task may wait long for
-     * its turn, and a real leak never settles anyway. */
-    int n = t_count_dir("/proc/self/task");
-    for (int i = 0; i < 100000 && n > want; i++) {
-        sched_yield();
-        n = t_count_dir("/proc/self/task");
-    }
-    return n;
-}
-
 START_TEST(a_thousand_spawns_leave_fds_threads_and_zombies_unchanged)
 {
     const char *argv[] = {"/bin/true", NULL};
     /* One first: a sanitizer's runtime may start a thread of its own then. */
     ck_assert_int_eq(run(argv, NULL), 0);
     int fds = t_count_dir("/proc/self/fd");
-    int threads = count_threads_settled(1);
+    int threads = t_threads_settled(1);
     for (int i = 0; i < 1000; i++) {
         llll_proc *p;
         ck_assert_int_eq(llll_proc_start(&p, argv, NULL), 0);
@@ -865,7 +851,7 @@ START_TEST(a_thousand_spawns_leave_fds_threads_and_zombies_unchanged)
         llll_proc_free(p);
     }
     ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
-    ck_assert_int_eq(count_threads_settled(threads), threads);
+    ck_assert_int_eq(t_threads_settled(threads), threads);
     t_assert_no_child();
 }
 END_TEST
