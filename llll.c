@@ -282,10 +282,9 @@ struct llll_proc {
     bool lost;             /* reaped by someone else: status unknown (-1) */
     int users;             /* threads inside join/stop: free waits for them */
     int status;
-    struct spawn *spawn;   /* for the reader thread to start (die_with_parent) */
+    struct spawn *spawn;   /* for the reader thread to start (die_with_parent); NULL once it did */
     llll_proc *guard;      /* die_with_parent with new_group: see start_guard */
-    bool spawned;          /* it did, with spawn_rc */
-    int spawn_rc;
+    int spawn_rc;          /* how that went */
 };
 
 struct llll_instance {
@@ -1059,7 +1058,6 @@ static void *reader_main(void *arg)
         pthread_mutex_lock(&p->lock);
         p->spawn = NULL;
         p->spawn_rc = rc;
-        p->spawned = true;
         pthread_cond_broadcast(&p->cond);
         pthread_mutex_unlock(&p->lock);
         if (rc < 0)
@@ -1309,7 +1307,7 @@ static int spawn_on_reader(llll_proc *p, struct spawn *s)
     if (rc < 0)
         return rc;
     pthread_mutex_lock(&p->lock);
-    while (!p->spawned)
+    while (p->spawn)
         pthread_cond_wait(&p->cond, &p->lock);
     rc = p->spawn_rc;
     pthread_mutex_unlock(&p->lock);

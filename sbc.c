@@ -261,19 +261,18 @@ int llll_sbc_child(llll_sbc **out)
     }
     if (*p != '\0')
         return -EINVAL;
-    int rflags = fcntl(rfd, F_GETFD), wflags = fcntl(wfd, F_GETFD);
-    if (rflags < 0 || wflags < 0)
+    if (fcntl(rfd, F_GETFD) < 0 || fcntl(wfd, F_GETFD) < 0)
         return -EBADF;
     if (rfd <= 2 || wfd <= 2) {
         int rc = move_off_stdio(&rfd, &wfd);
         if (rc < 0)
             return rc;
-        rflags = wflags = FD_CLOEXEC;
     }
-    /* Our grandchildren must not inherit the channel. */
-    (void)fcntl(rfd, F_SETFD, rflags | FD_CLOEXEC);
+    /* Our grandchildren must not inherit the channel (FD_CLOEXEC is the
+     * only fd flag). */
+    (void)fcntl(rfd, F_SETFD, FD_CLOEXEC);
     if (wfd != rfd)
-        (void)fcntl(wfd, F_SETFD, wflags | FD_CLOEXEC);
+        (void)fcntl(wfd, F_SETFD, FD_CLOEXEC);
     unsetenv("LLLL_SBC_FD");
     return llll_sbc_open(out, rfd, wfd);
 }
