@@ -149,7 +149,7 @@ run-tests: $(B)/t/run $(HELPERS)
 # The fault tests: their own runner, whose malloc, calloc and realloc can be
 # made to fail (so neither a sanitizer nor valgrind may replace them).
 FAULT_SRCS = t/faults.c
-$(B)/t/faults: t/main.c $(FAULT_SRCS) t/t.h $(LIB_A) | $(B)/.dirs
+$(B)/t/faults: t/main.c $(FAULT_SRCS) t/t.h $(LIB_A) $(wildcard $(CHECK_MK)) | $(B)/.dirs
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -I. -o $@ t/main.c $(FAULT_SRCS) $(ALL_LDFLAGS) $(LIB_A) $(CHECK_LIBS) $(LDLIBS)
 
 .PHONY: test-faults run-faults test-valgrind run-valgrind
@@ -354,7 +354,7 @@ size:
 # on 127.0.0.1 with temporary keys and configuration (t/remote/with_sshd;
 # needs Debian's openssh-server). bench-remote measures the same pools.
 .PHONY: test-remote bench-remote
-$(B)/t/remote_run: t/main.c t/remote/test_remote.c t/t.h t/t_hosts.h $(LIB_A) | $(B)/.dirs
+$(B)/t/remote_run: t/main.c t/remote/test_remote.c t/t.h t/t_hosts.h $(LIB_A) $(wildcard $(CHECK_MK)) | $(B)/.dirs
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -I. -It -o $@ t/main.c t/remote/test_remote.c $(ALL_LDFLAGS) $(LIB_A) $(CHECK_LIBS) $(LDLIBS)
 
 $(B)/t/remote_bench: t/remote/bench_remote.c bench/bench.h $(LIB_A) | $(B)/.dirs

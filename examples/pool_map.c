@@ -82,6 +82,7 @@ int main(void)
     rc = llll_pool_map(pool, 32, fib_arg, fib_result, NULL, NULL);
     if (rc) {
         fprintf(stderr, "pool_map: fib map: %s\n", llll_strerror(rc));
+        llll_pool_free(pool);
         return 1;
     }
 
@@ -93,6 +94,7 @@ int main(void)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (rc) {
         fprintf(stderr, "pool_map: trivial map: %s\n", llll_strerror(rc));
+        llll_pool_free(pool);
         return 1;
     }
     double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
