@@ -535,43 +535,66 @@ static int python_map_rates(double rates[4])
     return ok ? 0 : -1;
 }
 
-static void bench_maps(void)
+/* Forks THREADS children over socketpairs for the by-hand baselines, each
+ * running child on its end. */
+static void raw_children(int fds[THREADS], pid_t kids[THREADS], void (*child)(int))
 {
-    /* The pool first: its forked workers must not hold the ceiling's fds. */
-    llll_pool *pool;
-    int rc = llll_pool_fork(&pool, inc_fn, NULL, 2, NULL);
-    if (rc) {
-        fprintf(stderr, "bench/pool: llll_pool_fork: %s\n", llll_strerror(rc));
-        exit(1);
-    }
-    int fds[2];
-    pid_t kids[2];
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < THREADS; i++) {
         int sv[2];
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
+            perror("socketpair");
             exit(1);
+        }
         kids[i] = fork();
-        if (kids[i] < 0)
+        if (kids[i] < 0) {
+            perror("fork");
             exit(1);
+        }
         if (kids[i] == 0) {
             close(sv[0]);
-            if (i)
-                close(fds[0]);
-            ceil_child(sv[1]);
+            for (int j = 0; j < i; j++)   /* a fork copies the siblings' fds */
+                close(fds[j]);
+            child(sv[1]);
         }
         close(sv[1]);
         fds[i] = sv[0];
     }
+}
+
+static void raw_children_end(int fds[THREADS], pid_t kids[THREADS])
+{
+    for (int i = 0; i < THREADS; i++)
+        close(fds[i]);
+    for (int i = 0; i < THREADS; i++)
+        waitpid(kids[i], NULL, 0);
+}
+
+/* A forked pool of 2 workers running fn, or the benchmark ends. */
+static llll_pool *fork_pool(llll_serve_fn *fn)
+{
+    llll_pool *pool;
+    int rc = llll_pool_fork(&pool, fn, NULL, 2, NULL);
+    if (rc) {
+        fprintf(stderr, "bench/pool: llll_pool_fork: %s\n", llll_strerror(rc));
+        exit(1);
+    }
+    return pool;
+}
+
+static void bench_maps(void)
+{
+    /* The pool first: its forked workers must not hold the ceiling's fds. */
+    llll_pool *pool = fork_pool(inc_fn);
+    int fds[THREADS];
+    pid_t kids[THREADS];
+    raw_children(fds, kids, ceil_child);
     map_rate(pool, 100000);   /* warm up */
     double r_ceil[RUNS], r_map[RUNS];
     for (int k = 0; k < RUNS; k++) {
         r_ceil[k] = ceil_rate(fds, MAP_ITEMS);
         r_map[k] = map_rate(pool, MAP_ITEMS);
     }
-    for (int i = 0; i < 2; i++) {
-        close(fds[i]);
-        waitpid(kids[i], NULL, 0);
-    }
+    raw_children_end(fds, kids);
     double m_ceil = median(r_ceil, RUNS), m_map = median(r_map, RUNS);
     printf("(d) trivial items (4-byte argument and result), 2 workers, %d items a run, median of %d:\n",
            MAP_ITEMS, RUNS);
@@ -661,50 +684,12 @@ static void fib_map_compare(llll_pool *pool, int rounds)
 
 /* ------------------------------------- (f) more calling threads than workers */
 
-/* Forks 2 echo children over socketpairs for the by-hand baselines. */
-static void raw_children(int fds[THREADS], pid_t kids[THREADS])
-{
-    for (int i = 0; i < THREADS; i++) {
-        int sv[2];
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
-            perror("socketpair");
-            exit(1);
-        }
-        kids[i] = fork();
-        if (kids[i] < 0) {
-            perror("fork");
-            exit(1);
-        }
-        if (kids[i] == 0) {
-            close(sv[0]);
-            for (int j = 0; j < i; j++)   /* a fork copies the siblings' fds */
-                close(fds[j]);
-            raw_child(sv[1]);
-        }
-        close(sv[1]);
-        fds[i] = sv[0];
-    }
-}
-
-static void raw_children_end(int fds[THREADS], pid_t kids[THREADS])
-{
-    for (int i = 0; i < THREADS; i++)
-        close(fds[i]);
-    for (int i = 0; i < THREADS; i++)
-        waitpid(kids[i], NULL, 0);
-}
-
 static void bench_callers(void)
 {
-    llll_pool *pool;
-    int rc = llll_pool_fork(&pool, echo_fn, NULL, 2, NULL);
-    if (rc) {
-        fprintf(stderr, "bench/pool: llll_pool_fork: %s\n", llll_strerror(rc));
-        exit(1);
-    }
+    llll_pool *pool = fork_pool(echo_fn);
     int fds[THREADS];
     pid_t kids[THREADS];
-    raw_children(fds, kids);
+    raw_children(fds, kids, raw_child);
     pthread_mutex_t mu[THREADS];
     struct driver d[8] = { 0 }, h[8] = { 0 };
     for (int i = 0; i < THREADS; i++)
@@ -728,7 +713,8 @@ static void bench_callers(void)
     for (int c = 1; c < 3; c++) {
         double m = median(r[c], RUNS), bm = median(b[c], RUNS);
         printf("    %d threads  llll_pool_call %9.0f calls/s   %.2f of 2 threads (target >= 0.8);"
-               "   by hand %9.0f calls/s   %.2f of 2 threads\n", counts[c], m, m / m2, bm, bm / b2);
+               "   by hand %9.0f calls/s   %.2f of 2 threads;   llll / by hand %.2f\n",
+               counts[c], m, m / m2, bm, bm / b2, m / bm);
     }
     llll_pool_free(pool);
     raw_children_end(fds, kids);
@@ -752,15 +738,10 @@ static double bench_calls(void)
     struct driver raw[THREADS] = { 0 }, pooled[THREADS] = { 0 };
     pid_t kids[THREADS];
     int fds[THREADS];
-    raw_children(fds, kids);
+    raw_children(fds, kids, raw_child);
     for (int i = 0; i < THREADS; i++)
         raw[i].raw_fd = fds[i];
-    llll_pool *pool;
-    int rc = llll_pool_fork(&pool, echo_fn, NULL, 2, NULL);
-    if (rc) {
-        fprintf(stderr, "bench/pool: llll_pool_fork: %s\n", llll_strerror(rc));
-        exit(1);
-    }
+    llll_pool *pool = fork_pool(echo_fn);
     for (int i = 0; i < THREADS; i++)
         pooled[i].pool = pool;
 
@@ -800,12 +781,8 @@ int main(void)
     }
     fflush(stdout);
 
-    llll_pool *pool;
-    int rc = llll_pool_fork(&pool, fib_fn, NULL, 2, NULL);
-    if (rc) {
-        fprintf(stderr, "bench/pool: llll_pool_fork: %s\n", llll_strerror(rc));
-        return 1;
-    }
+    llll_pool *pool = fork_pool(fib_fn);
+    int rc;
     if (part('c')) {
         printf("(c) fib(n), largest n first, 2 workers called from 2 threads, vs one process, median of %d:\n", RUNS);
         if ((rc = fib_compare(pool, 30, 10)) || (rc = fib_compare(pool, 34, 1))) {
