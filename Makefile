@@ -144,7 +144,7 @@ else
 endif
 
 run-tests: $(B)/t/run $(HELPERS)
-	LLLL_T_DIR=$(B)/t $(QEMU) $(B)/t/run
+	LLLL_T_DIR=$(B)/t LLLL_T_QEMU='$(QEMU)' $(QEMU) $(B)/t/run
 
 # The fault tests: their own runner, whose malloc, calloc and realloc can be
 # made to fail (so neither a sanitizer nor valgrind may replace them).
@@ -159,7 +159,7 @@ test-faults: check-dep
 # No stack cache in glibc: a thread's TLS block is then freed when it ends,
 # so the count of heap blocks comes back to where it was.
 run-faults: $(B)/t/faults $(HELPERS)
-	GLIBC_TUNABLES=glibc.pthread.stack_cache_size=0 LLLL_T_DIR=$(B)/t $(QEMU) $(B)/t/faults
+	GLIBC_TUNABLES=glibc.pthread.stack_cache_size=0 LLLL_T_DIR=$(B)/t LLLL_T_QEMU='$(QEMU)' $(QEMU) $(B)/t/faults
 
 # Every test in one process (CK_FORK=no), so one leak report covers them all.
 # Children the tests fork are not checked (--child-silent-after-fork: their

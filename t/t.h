@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,13 @@ static inline const char *t_helper(const char *name)
             return;                                                       \
         }                                                                 \
     } while (0)
+
+/* Whether the runner was started under qemu-user (the Makefile's QEMU=). */
+static inline bool t_under_qemu(void)
+{
+    const char *q = getenv("LLLL_T_QEMU");
+    return q && *q;
+}
 
 /* Entries of a folder, "." and ".." left out: /proc/self/fd counts open
  * fds, /proc/self/task threads. */
