@@ -777,8 +777,10 @@ typedef struct llll_pool_map_opts {
 /*
  * Runs the pool's function over n items: their arguments come from arg, their
  * outcomes go to result, both on the calling thread and in index order. Items
- * travel in batches, one frame each way per batch, with up to two frames in
- * flight per worker, so trivial items cost no round trip each. The batch size
+ * travel in batches, one frame each way per batch, with frames sent ahead to
+ * each worker (two, or more while they hold under a few milliseconds of work;
+ * one near the end of a map of known n, so that the last items go to the
+ * first worker free), so trivial items cost no round trip each. The batch size
  * adapts by itself: it starts at 1 and grows while items come back fast
  * (to thousands for items of microseconds), and stays small for slow items,
  * so that uneven work spreads over every worker; opts->batch fixes it.

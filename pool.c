@@ -120,6 +120,17 @@
  * no more items than a few full batches, so that memory stays bounded. */
 #define WINDOW_BATCHES 64
 #define WINDOW_ITEMS (4 * BATCH_MAX)
+/* Batches built ahead, waiting for a worker: this much work per worker, so
+ * that the pumps keep the workers busy while the map's thread waits for a
+ * CPU (a woken thread can wait a scheduler tick, ms, behind a busy worker). */
+#define AHEAD_NS 8000000.0
+#define AHEAD_BATCHES 4      /* per worker, at most: each batch keeps its buffers */
+#define AHEAD_ITEM_NS 10000.0  /* only for items this slow: batches of a few items */
+/* Work sent to a worker before it asked (past two frames): enough to hide a
+ * wait of that long for a CPU, not so much that a worker still busy holds
+ * items another one could run at the end. */
+#define PIPE_NS 3000000.0
+#define PIPE_FRAMES 4
 
 struct waiter;
 
@@ -2077,7 +2088,7 @@ struct pump {
     int slot;                    /* -1: its worker died and was not replaced */
     struct batch *head, *tail;   /* in flight, oldest first */
     int nflight;
-    size_t flight_bytes;
+    size_t flight_bytes, flight_items;
     bool leave;                  /* send nothing more; let the worker go once drained */
     bool exited;
     llll_buf rx;
@@ -2087,7 +2098,8 @@ struct map {
     llll_pool *p;
     pthread_cond_t cv;           /* the map's thread waits here */
     struct batch *sq_head, *sq_tail;  /* to send, retries first */
-    size_t sq_len;
+    size_t sq_len, sq_items;
+    size_t left;                 /* items not fetched yet (SIZE_MAX: a stream) */
     struct batch *w_head, *w_tail;    /* built and not delivered, by index */
     size_t w_len, w_items;
     struct batch *all, *free_list;
@@ -2097,6 +2109,7 @@ struct map {
     int error;                   /* a pool-level error, the first one */
     double cost_ns;              /* per item, smoothed; 0: not known yet */
     size_t k;                    /* items per batch now */
+    bool ramp;                   /* k still doubling towards its target */
     size_t fixed;                /* opts->batch */
     bool big_pending;            /* the item before next is over max_frame */
 };
@@ -2165,7 +2178,21 @@ static void sq_push(struct map *m, struct batch *b, bool front)
         m->sq_tail = b;
     }
     m->sq_len++;
+    m->sq_items += b->n;
     wake_pumps(m->p);
+}
+
+/* How many batches the send queue may hold: one per pump and one more; for
+ * items of AHEAD_ITEM_NS or more, once the batch size stopped growing,
+ * AHEAD_NS of work per pump, up to AHEAD_BATCHES per pump. */
+static size_t sq_room(const struct map *m)
+{
+    size_t np = (size_t)m->npumps, base = np + 1, most = AHEAD_BATCHES * np;
+    double batch_ns = (double)m->k * m->cost_ns;
+    if (m->cost_ns < AHEAD_ITEM_NS || m->ramp)
+        return base;
+    double ahead = AHEAD_NS * (double)np / batch_ns;
+    return ahead <= (double)base ? base : ahead >= (double)most ? most : (size_t)ahead;
 }
 
 static struct batch *sq_pop(struct map *m)
@@ -2175,6 +2202,7 @@ static struct batch *sq_pop(struct map *m)
     if (!m->sq_head)
         m->sq_tail = NULL;
     m->sq_len--;
+    m->sq_items -= b->n;
     b->next = NULL;
     return b;
 }
@@ -2242,8 +2270,11 @@ static int64_t batch_extra_ms(const struct map *m, const struct batch *b)
 /* Whether pump u may send the batch at the head of the send queue now: a
  * retry goes to a worker with nothing in flight and nothing follows it;
  * frames are pipelined only while they are small (so that a worker writing
- * a large reply never waits for us to read while we wait to write), and not
- * for items of several milliseconds. */
+ * a large reply never waits for us to read while we wait to write), two of
+ * them, or for items of AHEAD_ITEM_NS or more (batch size settled) up to
+ * PIPE_FRAMES holding less than PIPE_NS of work, not for items of several milliseconds, and
+ * not once what is left of a map of known length would keep the workers
+ * busy for less than PIPE_NS. */
 static bool can_send(struct map *m, struct pump *u)
 {
     struct batch *b = m->sq_head;
@@ -2252,8 +2283,17 @@ static bool can_send(struct map *m, struct pump *u)
     if (u->nflight == 0)
         return true;
     bool slow = m->k == 1 && m->cost_ns >= SLOW_ITEM_NS;
-    return !slow && u->nflight < 2 && !b->retry && !u->head->retry &&
-           u->flight_bytes + b->req.len <= PIPE_BYTES;
+    if (slow || b->retry || u->head->retry || u->flight_bytes + b->req.len > PIPE_BYTES)
+        return false;
+    if (m->cost_ns <= 0)
+        return u->nflight < 2;
+    /* Near the end, a frame waits for the first worker free rather than
+     * queue behind one still busy. */
+    double unsent = m->left == SIZE_MAX ? 1e300 : (double)(m->left + m->sq_items);
+    if (unsent * m->cost_ns < PIPE_NS * m->npumps)
+        return false;
+    return u->nflight < 2 || (u->nflight < PIPE_FRAMES && m->cost_ns >= AHEAD_ITEM_NS && !m->ramp &&
+                              (double)u->flight_items * m->cost_ns < PIPE_NS);
 }
 
 /* The worker of pump u failed (fate, rc): every item it had not answered is
@@ -2267,6 +2307,7 @@ static void pump_failed(struct pump *u, enum fate fate, int rc)
     u->head = u->tail = NULL;
     u->nflight = 0;
     u->flight_bytes = 0;
+    u->flight_items = 0;
     if (p->closing) {
         map_fail(m, -ECANCELED);
         return;   /* the worker stays ours until we leave; free reaps it */
@@ -2394,6 +2435,7 @@ static void take_reply(struct pump *u)
         u->tail = NULL;
     u->nflight--;
     u->flight_bytes -= b->req.len;
+    u->flight_items -= b->n;
     int64_t t = now_ns();
     /* Per item: smoothed while items get cheaper, at once when dearer, so
      * that a run of slow items shrinks the batches right away. */
@@ -2402,7 +2444,8 @@ static void take_reply(struct pump *u)
     if (!m->fixed) {
         double want = BATCH_TARGET_NS / (m->cost_ns > 1 ? m->cost_ns : 1);
         size_t k = want < 1 ? 1 : want > BATCH_MAX ? BATCH_MAX : (size_t)want;
-        m->k = k > m->k * 2 ? m->k * 2 : k;
+        m->ramp = k > m->k * 2;
+        m->k = m->ramp ? m->k * 2 : k;
     }
     if (b->retry)
         batch_put(m, b);
@@ -2436,6 +2479,7 @@ static void *pump_main(void *arg)
             u->tail = b;
             u->nflight++;
             u->flight_bytes += b->req.len;
+            u->flight_items += b->n;
             if (u->nflight == 1) {
                 b->t_head = now_ns();
                 arm(p, u->slot, batch_extra_ms(m, b));
@@ -2638,7 +2682,7 @@ static int map_loop(struct map *m, size_t n, llll_arg_fn *argfn, llll_result_fn 
             continue;
         }
         if (more && m->w_len < WINDOW_BATCHES * nw && m->w_items < WINDOW_ITEMS * nw &&
-            m->sq_len <= (size_t)m->npumps) {
+            m->sq_len < sq_room(m)) {
             b = batch_get(m);
             if (!b) {
                 map_fail(m, -ENOMEM);
@@ -2657,6 +2701,7 @@ static int map_loop(struct map *m, size_t n, llll_arg_fn *argfn, llll_result_fn 
                 input_done = true;
                 rc = 0;
             }
+            m->left = input_done ? 0 : n == SIZE_MAX ? SIZE_MAX : n - next;
             if (b->n == 0) {
                 batch_put(m, b);
             } else {
@@ -2696,7 +2741,7 @@ int llll_pool_map(llll_pool *p, size_t n, llll_arg_fn *argfn, llll_result_fn *re
         return -EINVAL;
     if (n == 0)
         return 0;
-    struct map m = { .p = p, .k = 1, .fixed = opts ? opts->batch : 0 };
+    struct map m = { .p = p, .k = 1, .left = n, .fixed = opts ? opts->batch : 0 };
     if (m.fixed)
         m.k = m.fixed > BATCH_MAX ? BATCH_MAX : m.fixed;
     struct waiter w = { .is_call = false };
