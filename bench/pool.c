@@ -602,12 +602,9 @@ static void bench_maps(void)
     double m_ceil = median(r_ceil, RUNS), m_map = median(r_map, RUNS);
     printf("(d) trivial items (4-byte argument and result), 2 workers, %d items a run, median of %d:\n",
            MAP_ITEMS, RUNS);
-    double lo = r_ceil[0], hi = r_ceil[0];
-    for (int k = 1; k < RUNS; k++) {
-        lo = r_ceil[k] < lo ? r_ceil[k] : lo;
-        hi = r_ceil[k] > hi ? r_ceil[k] : hi;
-    }
-    printf("    hand-written batched ceiling  %11.0f items/s   (runs from %.0f to %.0f)\n", m_ceil, lo, hi);
+    /* median() sorted the runs: the first is the slowest. */
+    printf("    hand-written batched ceiling  %11.0f items/s   (runs from %.0f to %.0f)\n", m_ceil,
+           r_ceil[0], r_ceil[RUNS - 1]);
     printf("    llll_pool_map                 %11.0f items/s   %.2f of the ceiling (target >= 0.5)\n",
            m_map, m_map / m_ceil);
     fflush(stdout);
@@ -652,48 +649,57 @@ static int fib_result(void *ctx, size_t i, int rc, const void *res, size_t len)
     return 0;
 }
 
-/* The same items by 2 forked children that take the next index from a
- * counter in shared memory; seconds from the start signal to both exits. */
-static double fib_shared_counter(const long *n, size_t count)
+/* The shared-counter baseline: the items, then the next index to take, in
+ * memory shared with the children forked after it is set. */
+static long *counter_items;
+static size_t counter_count;
+
+/* A child of it: waits for a byte, takes items until none is left, writes
+ * the sum of its results back. */
+static void counter_child(int fd)
 {
-    long *shared = mmap(NULL, sizeof(long) * (count + 1), PROT_READ | PROT_WRITE,
-                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    int go[2];
-    if (shared == MAP_FAILED || pipe(go))
+    char c;
+    if (read(fd, &c, 1) != 1)
+        _exit(1);
+    _Atomic long *next = (_Atomic long *)(counter_items + counter_count);
+    long i, s = 0;
+    while ((i = atomic_fetch_add(next, 1)) < (long)counter_count)
+        s += fib(counter_items[i] * fib_one);
+    _exit(write(fd, &s, sizeof s) == (ssize_t)sizeof s ? 0 : 1);
+}
+
+/* The n items by THREADS forked children taking the next index from a
+ * counter in shared memory: seconds from the start byte to both sums. */
+static double fib_shared_counter(const long *n, size_t count, long want)
+{
+    size_t bytes = sizeof(long) * (count + 1);
+    counter_items = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (counter_items == MAP_FAILED)
         exit(1);
-    memcpy(shared, n, sizeof(long) * count);
-    _Atomic long *next = (_Atomic long *)(shared + count);
-    atomic_store(next, 0);
-    pid_t kid[2];
-    for (int w = 0; w < 2; w++) {
-        if ((kid[w] = fork()) < 0)
-            exit(1);
-        if (kid[w] == 0) {
-            char c;
-            close(go[1]);
-            if (read(go[0], &c, 1) < 0)   /* EOF: go */
-                _exit(1);
-            long i, s = 0;
-            while ((i = atomic_fetch_add(next, 1)) < (long)count)
-                s += fib(shared[i] * fib_one);
-            _exit(s == 0);
-        }
-    }
-    close(go[0]);
+    memcpy(counter_items, n, sizeof(long) * count);
+    atomic_store((_Atomic long *)(counter_items + count), 0);
+    counter_count = count;
+    int fds[THREADS];
+    pid_t kids[THREADS];
+    raw_children(fds, kids, counter_child);
     double t0 = now();
-    close(go[1]);   /* EOF starts both */
-    int bad = 0;
-    for (int w = 0; w < 2; w++) {
-        int st;
-        while (waitpid(kid[w], &st, 0) < 0)
-            if (errno != EINTR)
-                exit(1);
-        bad |= !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+    for (int w = 0; w < THREADS; w++)
+        if (write(fds[w], "", 1) != 1)
+            exit(1);
+    long sum = 0;
+    for (int w = 0; w < THREADS; w++) {
+        long s;
+        if (read(fds[w], &s, sizeof s) != (ssize_t)sizeof s)
+            exit(1);
+        sum += s;
     }
     double t = now() - t0;
-    munmap(shared, sizeof(long) * (count + 1));
-    if (bad)
+    raw_children_end(fds, kids);
+    munmap(counter_items, bytes);
+    if (sum != want) {
+        fprintf(stderr, "bench/pool: the shared counter went wrong\n");
         exit(1);
+    }
     return t;
 }
 
@@ -729,7 +735,7 @@ static void fib_map_compare(llll_pool *pool, int rounds)
             fprintf(stderr, "bench/pool: fib map: %s\n", llll_strerror(rc));
             exit(1);
         }
-        t_cnt[k] = fib_shared_counter(n, count);
+        t_cnt[k] = fib_shared_counter(n, count, want);
     }
     double m_seq = median(t_seq, RUNS), m_map = median(t_map, RUNS), m_cnt = median(t_cnt, RUNS);
     printf("    fib(1..32) shuffled x %2d in one map: one process %7.1f ms, map %7.1f ms: speedup %.2f (target >= 1.8);"
