@@ -2182,16 +2182,21 @@ static void sq_push(struct map *m, struct batch *b, bool front)
     wake_pumps(m->p);
 }
 
-/* How many batches the send queue may hold: one per pump and one more; for
- * items of AHEAD_ITEM_NS or more, once the batch size stopped growing,
- * AHEAD_NS of work per pump, up to AHEAD_BATCHES per pump. */
+/* Whether work is sent ahead by time: items of AHEAD_ITEM_NS or more, whose
+ * batch size stopped growing (a batch of few items, whose buffers stay small). */
+static bool ahead_by_time(const struct map *m)
+{
+    return m->cost_ns >= AHEAD_ITEM_NS && !m->ramp;
+}
+
+/* How many batches the send queue may hold: one per pump and one more; when
+ * ahead_by_time, AHEAD_NS of work per pump, up to AHEAD_BATCHES per pump. */
 static size_t sq_room(const struct map *m)
 {
     size_t np = (size_t)m->npumps, base = np + 1, most = AHEAD_BATCHES * np;
-    double batch_ns = (double)m->k * m->cost_ns;
-    if (m->cost_ns < AHEAD_ITEM_NS || m->ramp)
+    if (!ahead_by_time(m))
         return base;
-    double ahead = AHEAD_NS * (double)np / batch_ns;
+    double ahead = AHEAD_NS * (double)np / ((double)m->k * m->cost_ns);
     return ahead <= (double)base ? base : ahead >= (double)most ? most : (size_t)ahead;
 }
 
@@ -2271,10 +2276,9 @@ static int64_t batch_extra_ms(const struct map *m, const struct batch *b)
  * retry goes to a worker with nothing in flight and nothing follows it;
  * frames are pipelined only while they are small (so that a worker writing
  * a large reply never waits for us to read while we wait to write), two of
- * them, or for items of AHEAD_ITEM_NS or more (batch size settled) up to
- * PIPE_FRAMES holding less than PIPE_NS of work, not for items of several milliseconds, and
- * not once what is left of a map of known length would keep the workers
- * busy for less than PIPE_NS. */
+ * them, or when ahead_by_time up to PIPE_FRAMES holding less than PIPE_NS of
+ * work; not for items of several milliseconds, and not once what is left of
+ * a map of known length would keep the workers busy for less than PIPE_NS. */
 static bool can_send(struct map *m, struct pump *u)
 {
     struct batch *b = m->sq_head;
@@ -2289,10 +2293,9 @@ static bool can_send(struct map *m, struct pump *u)
         return u->nflight < 2;
     /* Near the end, a frame waits for the first worker free rather than
      * queue behind one still busy. */
-    double unsent = m->left == SIZE_MAX ? 1e300 : (double)(m->left + m->sq_items);
-    if (unsent * m->cost_ns < PIPE_NS * m->npumps)
+    if (m->left != SIZE_MAX && (double)(m->left + m->sq_items) * m->cost_ns < PIPE_NS * m->npumps)
         return false;
-    return u->nflight < 2 || (u->nflight < PIPE_FRAMES && m->cost_ns >= AHEAD_ITEM_NS && !m->ramp &&
+    return u->nflight < 2 || (u->nflight < PIPE_FRAMES && ahead_by_time(m) &&
                               (double)u->flight_items * m->cost_ns < PIPE_NS);
 }
 
