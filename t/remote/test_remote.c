@@ -120,8 +120,10 @@ static void assert_all_end(const char *d)
     while ((n = pids_naming(d, pids, 64)) > 0) {
         for (int i = 0; i < n; i++) {
             int fd = (int)syscall(SYS_pidfd_open, pids[i], 0);
-            if (fd < 0)
-                continue;   /* gone already */
+            if (fd < 0) {   /* gone already; anything else would loop */
+                ck_assert_msg(errno == ESRCH, "pidfd_open %d: %s", (int)pids[i], strerror(errno));
+                continue;
+            }
             clock_gettime(CLOCK_MONOTONIC, &t);
             int left = 10000 - (int)((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
             struct pollfd pf = { .fd = fd, .events = POLLIN };
