@@ -595,7 +595,15 @@ static bool lane_push(llll_pool *p, struct slot *s, struct waiter *w)
     return atomic_fetch_add(&p->lane_queued, 1) == 0 && (atomic_load(&p->lw_asleep) || !p->lw_running);
 }
 
-static bool lane_remove(llll_pool *p, struct slot *s, struct waiter *w);
+static bool lane_remove(llll_pool *p, struct slot *s, struct waiter *w)
+{
+    if (!wl_remove(&s->lane, w))
+        return false;
+    if (w->stealable)
+        atomic_fetch_sub(&p->lane_waiting, 1);
+    atomic_fetch_sub(&p->lane_queued, 1);
+    return true;
+}
 
 /* The oldest call queued in s's lane (the oldest stealable one: stealable). */
 static struct waiter *lane_pop(llll_pool *p, struct slot *s, bool stealable)
@@ -606,16 +614,6 @@ static struct waiter *lane_pop(llll_pool *p, struct slot *s, bool stealable)
     if (w)
         lane_remove(p, s, w);
     return w;
-}
-
-static bool lane_remove(llll_pool *p, struct slot *s, struct waiter *w)
-{
-    if (!wl_remove(&s->lane, w))
-        return false;
-    if (w->stealable)
-        atomic_fetch_sub(&p->lane_waiting, 1);
-    atomic_fetch_sub(&p->lane_queued, 1);
-    return true;
 }
 
 /* Ends a lane call that waits (not the caller's own) with state st. */
@@ -1546,8 +1544,6 @@ static int batch_io(const llll_pool *p, struct slot *s, struct waiter **ws, uint
     }
     return rc;
 }
-
-static void lane_post(struct waiter *w, int st);
 
 /* Ends call w of a frame with rc: a call from a lane (lane) is posted at
  * once, one from the pool's queue through finish_call. Lock held. */
