@@ -1211,6 +1211,11 @@ static void *run_many(void *arg)
 
 START_TEST(run_from_four_threads_at_once_gives_each_its_own_output)
 {
+    /* qemu-user (7.2) now and then hangs, inside qemu, a child forked while
+     * other threads run, before it reaches exec (caught here: two spawned
+     * children of this case in a futex of qemu's, one with its stdio
+     * already moved); every spawn is a fork there. */
+    T_SKIP_UNLESS(!t_under_qemu(), "qemu-user hangs a child forked among running threads now and then");
     pthread_t t[4];
     runner r[4];
     for (int i = 0; i < 4; i++) {
