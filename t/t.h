@@ -88,6 +88,28 @@ static inline int t_count_dir(const char *path)
     return n;
 }
 
+/* A number field of /proc/<pid>/status (pid 0: this process), in base
+ * (10 for VmRSS's kB, 16 for the SigBlk masks); ~0 when pid is gone or the
+ * field is missing. */
+static inline unsigned long long t_status_field(pid_t pid, const char *field, int base)
+{
+    char path[64], line[256];
+    if (pid)
+        snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    else
+        snprintf(path, sizeof path, "/proc/self/status");
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return ~0ULL;
+    unsigned long long v = ~0ULL;
+    size_t n = strlen(field);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, field, n) == 0 && line[n] == ':')
+            v = strtoull(line + n + 1, NULL, base);
+    fclose(f);
+    return v;
+}
+
 /* The number of this process's threads once it fell to want, or what it is
  * after a bounded wait: a joined thread's task can stay listed a moment
  * after pthread_join returned (the kernel wakes the joiner first), and with

@@ -1,7 +1,6 @@
 /* Pools: llll_pool_* and llll_serve. Most pools run t/helper_pool_worker.c;
  * forked pools run the functions below. */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -29,18 +28,6 @@ static const char *const *worker(void)
 {
     worker_argv[0] = t_helper("pool_worker");
     return worker_argv;
-}
-
-/* Open fds of this process. */
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    ck_assert_ptr_nonnull(d);
-    int n = 0;
-    while (readdir(d))
-        n++;
-    closedir(d);
-    return n;
 }
 
 /* Calls with a text command; returns the result as a string in *out. */
@@ -563,25 +550,25 @@ END_TEST
 
 START_TEST(start_fails_on_a_program_that_exits_without_hello)
 {
-    int fds = count_fds();
+    int fds = t_count_dir("/proc/self/fd");
     llll_pool *p = (llll_pool *)&p;
     const char *argv[] = { "true", NULL };
     ck_assert_int_eq(llll_pool_start(&p, argv, 3, NULL), -ECONNRESET);
     ck_assert_ptr_null(p);
     t_assert_no_child();
-    ck_assert_int_eq(count_fds(), fds);
+    ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
 }
 END_TEST
 
 START_TEST(start_times_out_on_a_program_that_never_says_hello)
 {
-    int fds = count_fds();
+    int fds = t_count_dir("/proc/self/fd");
     llll_pool *p;
     const char *argv[] = { "sleep", "30", NULL };
     ck_assert_int_eq(llll_pool_start(&p, argv, 2, &(llll_pool_opts){ .start_timeout_ms = 300 }), -ETIMEDOUT);
     ck_assert_ptr_null(p);
     t_assert_no_child();
-    ck_assert_int_eq(count_fds(), fds);
+    ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
 }
 END_TEST
 
@@ -598,19 +585,19 @@ END_TEST
 
 START_TEST(start_rejects_a_worker_of_another_protocol_version)
 {
-    int fds = count_fds();
+    int fds = t_count_dir("/proc/self/fd");
     llll_pool *p;
     const char *argv[] = { t_helper("pool_worker"), "--v1", NULL };
     ck_assert_int_eq(llll_pool_start(&p, argv, 2, NULL), -EPROTO);
     ck_assert_ptr_null(p);
     t_assert_no_child();
-    ck_assert_int_eq(count_fds(), fds);
+    ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
 }
 END_TEST
 
 START_TEST(start_reports_enoent_for_a_missing_program)
 {
-    int fds = count_fds();
+    int fds = t_count_dir("/proc/self/fd");
     llll_pool *p;
     const char *argv[] = { "/nonexistent/llll-worker", NULL };
     ck_assert_int_eq(llll_pool_start(&p, argv, 2, NULL), -ENOENT);
@@ -621,7 +608,7 @@ START_TEST(start_reports_enoent_for_a_missing_program)
     ck_assert_int_eq(llll_pool_fork(&p, picky_fn, NULL, 2, &o), -ENOENT);
     ck_assert_ptr_null(p);
     t_assert_no_child();
-    ck_assert_int_eq(count_fds(), fds);
+    ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
 }
 END_TEST
 
@@ -996,7 +983,7 @@ END_TEST
 
 START_TEST(a_pool_leaves_no_fd_open_after_crashes_timeouts_and_free)
 {
-    int before = count_fds();
+    int before = t_count_dir("/proc/self/fd");
     llll_pool *p = start_worker_pool(2, &(llll_pool_opts){ .call_timeout_ms = 300 });
     llll_buf res = LLLL_BUF_INIT;
     char out[64];
@@ -1005,7 +992,7 @@ START_TEST(a_pool_leaves_no_fd_open_after_crashes_timeouts_and_free)
     ck_assert_int_eq(call_num(p, "sq 6"), 36);
     llll_buf_free(&res);
     llll_pool_free(p);
-    ck_assert_int_eq(count_fds(), before);
+    ck_assert_int_eq(t_count_dir("/proc/self/fd"), before);
     t_assert_no_child();
 }
 END_TEST

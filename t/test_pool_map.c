@@ -24,18 +24,12 @@
 /* ------------------------------------------------------------- helpers */
 
 
+/* A field of this process's /proc/self/status, in kB. */
 static long status_kib(const char *field)
 {
-    FILE *f = fopen("/proc/self/status", "r");
-    ck_assert_ptr_nonnull(f);
-    char line[256];
-    long v = -1;
-    size_t n = strlen(field);
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, field, n) == 0 && line[n] == ':')
-            v = strtol(line + n + 1, NULL, 10);
-    fclose(f);
-    return v;
+    unsigned long long v = t_status_field(0, field, 10);
+    ck_assert(v != ~0ULL);
+    return (long)v;
 }
 
 /* Workers' function: the argument is a uint64_t x; the result x * 3 + 1.

@@ -1,6 +1,5 @@
 /* llll_proc: child processes whose lines reach callbacks. */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -1135,16 +1134,9 @@ END_TEST
 /* This process's address space in bytes (VmSize). */
 static size_t vm_size(void)
 {
-    FILE *f = fopen("/proc/self/status", "r");
-    ck_assert_ptr_nonnull(f);
-    char line[256];
-    size_t kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmSize: %zu kB", &kb) == 1)
-            break;
-    fclose(f);
-    ck_assert_uint_gt(kb, 0);
-    return kb << 10;
+    unsigned long long kb = t_status_field(0, "VmSize", 10);
+    ck_assert(kb != ~0ULL && kb > 0);
+    return (size_t)kb << 10;
 }
 
 START_TEST(run_reports_enomem_when_out_cannot_grow_and_still_runs_the_child_to_its_end)
@@ -1314,22 +1306,6 @@ typedef struct {
     int start_rc;
 } sigstate;
 
-static unsigned long long status_field(pid_t pid, const char *field)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return ~0ULL;
-    unsigned long long v = ~0ULL;
-    size_t n = strlen(field);
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, field, n) == 0 && line[n] == ':')
-            v = strtoull(line + n + 1, NULL, 16);
-    fclose(f);
-    return v;
-}
-
 /* Starts `sleep 30`, reads its signal state, stops it with a grace far
  * longer than the case's timeout: only a SIGTERM that works ends it in time.
  * Runs on whatever thread calls it (a callback's, a mapper worker's). */
@@ -1340,8 +1316,8 @@ static void start_sleep_and_stop(sigstate *s)
     s->start_rc = llll_proc_start(&q, argv, NULL);
     if (s->start_rc < 0)
         return;
-    s->blk = status_field(llll_proc_pid(q), "SigBlk");
-    s->ign = status_field(llll_proc_pid(q), "SigIgn");
+    s->blk = t_status_field(llll_proc_pid(q), "SigBlk", 16);
+    s->ign = t_status_field(llll_proc_pid(q), "SigIgn", 16);
     s->stop_rc = llll_proc_stop(q, 60000, &s->stop_status);
     llll_proc_free(q);
 }
