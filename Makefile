@@ -165,11 +165,11 @@ run-faults: $(B)/t/faults $(HELPERS)
 # Children the tests fork are not checked (--child-silent-after-fork: their
 # memory is a copy of the parent's, whose other threads they lack), and as
 # valgrind's exit code would then be theirs too, the verdict is read from the
-# parent's log: no error, no definite leak. valgrind keeps freed blocks
-# unused until 20 MB of them wait by default: in the tests that bound RSS
-# (a 10,000,000-item stream), that counted 5-7 MiB of freed batch buffers as
-# growth; 2 MB still catches a use soon after free (ASan's quarantine, in
-# test SANITIZE=1, is far larger).
+# parent's log: no error, no definite leak. By default valgrind holds up to
+# 20 MB of freed blocks back from reuse, to catch a use after free: in the
+# test that bounds RSS (a 10,000,000-item stream) they counted as 5-7 MiB of
+# growth. 2 MB still catches a use soon after its free (ASan's quarantine,
+# in make test SANITIZE=1, is far larger).
 VALGRIND = valgrind --leak-check=full --errors-for-leak-kinds=definite \
   --show-leak-kinds=definite --child-silent-after-fork=yes --trace-children=no \
   --freelist-vol=2000000
