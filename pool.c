@@ -150,7 +150,7 @@ struct slot {
     llll_instance *in;  /* NULL when dead (or while a replacement starts) */
     llll_sbc *ch;       /* in's channel */
     _Atomic int state;  /* enum slot_state; IDLE to BUSY only by compare-and-swap */
-    pthread_mutex_t lm;      /* the slot's lane: lh, lt, leading */
+    pthread_mutex_t lm;      /* the slot's lane: lane, leading */
     struct wlist lane;       /* calls queued for the lane's leader */
     _Atomic bool leading;    /* a call leads the lane: it owns the slot */
     _Atomic unsigned epoch;  /* taken, or a frame of its lane started */
@@ -266,6 +266,13 @@ static int64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A CLOCK_MONOTONIC time in ms as a timespec, for a timed wait on the
+ * pool's monotonic condition variables. */
+static struct timespec ts_of_ms(int64_t ms)
+{
+    return (struct timespec){ .tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L };
 }
 
 static int64_t now_ns(void)
@@ -1280,7 +1287,7 @@ static void *watchdog(void *arg)
             pthread_cond_wait(&p->wd_cv, &p->mu);
             p->wd_waiting = false;
         } else {
-            struct timespec ts = { .tv_sec = next / 1000, .tv_nsec = (long)(next % 1000) * 1000000L };
+            struct timespec ts = ts_of_ms(next);
             pthread_cond_timedwait(&p->wd_cv, &p->mu, &ts);
         }
     }
@@ -1823,13 +1830,7 @@ static void *lane_watch(void *arg)
                 pthread_cond_wait(&p->lw_cv, &p->mu);
             p->lw_asleep = false;
         } else {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_nsec += LANE_WATCH_MS * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            struct timespec ts = ts_of_ms(now_ms() + LANE_WATCH_MS);
             pthread_cond_timedwait(&p->lw_cv, &p->mu, &ts);
         }
         if (p->closing)
