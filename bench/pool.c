@@ -29,6 +29,9 @@
  *     socketpairs, thread i calling child i % 2 under a mutex per child.
  *     Alternating, median of 5.
  *
+ * (e) and (f) also print the lowest and highest ratio of one run to the run
+ * just before it, as this machine's state moves between runs.
+ *
  * BENCH_SECONDS (default 1) sets the length of one run of (a), (b) and (f);
  * BENCH_PARTS (default "abcdef") the parts to run. */
 #define _GNU_SOURCE
@@ -585,6 +588,16 @@ static llll_pool *fork_pool(llll_serve_fn *fn)
     return pool;
 }
 
+/* q[k] = a[k] / b[k] for each run k, sorted, lowest first: each run against
+ * the one just before it, as the machine's state moves between runs. Call
+ * it before median() sorts a or b. */
+static void run_ratios(const double *a, const double *b, double q[RUNS])
+{
+    for (int k = 0; k < RUNS; k++)
+        q[k] = a[k] / b[k];
+    median(q, RUNS);
+}
+
 static void bench_maps(void)
 {
     /* The pool first: its forked workers must not hold the ceiling's fds. */
@@ -737,12 +750,8 @@ static void fib_map_compare(llll_pool *pool, int rounds)
         }
         t_cnt[k] = fib_shared_counter(n, count, want);
     }
-    /* Each map against the one-process run just before it, too (before
-     * median() sorts the runs): a run's speedup moves a lot here. */
     double q[RUNS];
-    for (int k = 0; k < RUNS; k++)
-        q[k] = t_seq[k] / t_map[k];
-    median(q, RUNS);   /* sorted: lowest first */
+    run_ratios(t_seq, t_map, q);
     double m_seq = median(t_seq, RUNS), m_map = median(t_map, RUNS), m_cnt = median(t_cnt, RUNS);
     printf("    fib(1..32) shuffled x %2d in one map: one process %7.1f ms, map %7.1f ms: speedup %.2f"
            " (target >= 1.8; run by run %.2f to %.2f);   shared counter %7.1f ms: speedup %.2f\n",
@@ -775,14 +784,9 @@ static void bench_callers(void)
             b[c][k] = run_load_n(drive_raw, h, counts[c]);
         }
     }
-    /* Each run against the 2-thread run just before it, too (before
-     * median() sorts the runs): the machine's state moves between runs. */
     double q[3][RUNS];
-    for (int c = 1; c < 3; c++) {
-        for (int k = 0; k < RUNS; k++)
-            q[c][k] = r[c][k] / r[0][k];
-        median(q[c], RUNS);   /* sorted: lowest first */
-    }
+    for (int c = 1; c < 3; c++)
+        run_ratios(r[c], r[0], q[c]);
     double m2 = median(r[0], RUNS), b2 = median(b[0], RUNS);
     printf("(f) calls, 2 workers, echo of 8 bytes, median of %d runs of %.1f s:\n", RUNS, seconds);
     printf("    2 threads  llll_pool_call %9.0f calls/s   by hand %9.0f calls/s\n", m2, b2);
