@@ -725,9 +725,9 @@ static void *spawn_and_fork(void *arg)
 START_TEST(children_of_8_threads_spawning_and_forking_at_once_hold_only_their_own_fds)
 {
     /* qemu-user (7.2) now and then hangs, inside qemu, a child forked while
-     * other threads run, before the child runs any code of its own (a plain
-     * pthreads program whose 8 threads fork in a loop hangs too); every
-     * spawn is a fork there. */
+     * other threads run, before it reaches exec (a plain pthreads program
+     * whose 8 threads fork in a loop hangs too); every spawn is a fork
+     * there. */
     T_SKIP_UNLESS(!t_under_qemu(), "qemu-user hangs a child forked among running threads now and then");
     for (int fd = 3; fd < 1024; fd++) { /* Check's own fds are not ours */
         int fl = fcntl(fd, F_GETFD);
