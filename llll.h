@@ -714,8 +714,16 @@ int llll_pool_fork(llll_pool **out, llll_serve_fn *fn, void *ctx, int nproc, con
  * the oldest waiting there, sends the waiting calls together in one frame
  * and wakes each caller with its result. So the callers of one worker share
  * its frames, and more callers than workers keep every worker busy without
- * a lock shared by all (each worker's callers can keep to a CPU). A call
- * waits for its worker while another is idle only until the pool sees that:
+ * a lock shared by all (each worker's callers can keep to a CPU). While,
+ * on average, more calls are in flight than the pool has workers and they
+ * take under 0.5 ms, and if the process may run on no more CPUs than the
+ * pool has workers (none remote), a call goes to the worker of the CPU its
+ * thread runs on instead (the CPUs the process may run on when the pool
+ * starts, in order, the first to the first worker): the callers that the
+ * scheduler put on one CPU share a worker. Slower calls go to the worker
+ * each thread used last, which spreads the threads evenly over the workers
+ * wherever they run. A call waits for its worker while another is idle
+ * only until the pool sees that:
  * a library thread (started the first time a call waits so, joined by
  * llll_pool_free, every signal blocked) looks every 10 ms, and the calls
  * waiting for a worker that ran one call that long, or all of them when a

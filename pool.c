@@ -56,8 +56,10 @@
  * the lane to the oldest call queued since, or lets the worker go idle. No
  * pool lock is taken: threads calling different workers never meet, and the
  * callers of one worker share its frames and stay together, so that the
- * scheduler keeps each group on a CPU of its own. A thread with no worker of
- * its own, or whose worker is not a lane's, takes any idle worker. The lane
+ * scheduler keeps each group on a CPU of its own. While lane calls are short
+ * and outnumber the workers, a call takes the lane of its thread's CPU
+ * instead (cpu_lanes_new). A thread with no worker of its own, or whose
+ * worker is not a lane's, takes any idle worker. The lane
  * watcher, a thread started when a call first queues in a lane, looks every
  * LANE_WATCH_MS while calls are queued: the calls of a lane whose worker ran
  * one frame all that time (a long call), or all of them when a worker stayed
@@ -79,6 +81,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -106,6 +109,7 @@
 #define SEND_ATTEMPTS 3        /* a worker found dead before it read the request */
 #define DELEGATE_MAX 8         /* frames of queued calls a worker's owner runs before handing it on */
 #define COMBINE_MAX 64         /* queued calls it sends together, in one frame */
+#define SHORT_CALL_NS 500000   /* lane calls this short go by CPU (cpu_lanes_new) */
 
 /* Maps */
 #define BATCH_MAX 4096         /* items per request frame */
@@ -203,6 +207,8 @@ struct llll_pool {
     struct wlist q;           /* threads waiting for a worker */
     int inside;               /* calls and maps between entry and return */
     _Atomic int fast_inside;  /* calls in the lanes (not in inside) */
+    _Atomic uint32_t crowd;   /* lane calls in flight, a running mean (x16); on
+                                 fast_inside's cache line, written as often */
     _Atomic int seeking;      /* threads in acquire: a worker let go goes to them */
     _Atomic int lane_waiting; /* stealable calls queued in the lanes */
     _Atomic int lane_queued;  /* calls queued in the lanes */
@@ -211,6 +217,9 @@ struct llll_pool {
     _Atomic bool lw_asleep;   /* it waits for a call to queue */
     pthread_cond_t lw_cv;
     _Atomic unsigned lane_cursor;  /* the lane of a thread's first call */
+    int16_t *cpu_lane;        /* CPU -> its lane, or NULL: see cpu_lanes_new */
+    int ncpu_lane;            /* entries in cpu_lane */
+    _Atomic uint32_t call_ns; /* a lane call's time, a running mean (ns) */
     _Atomic bool closing;
     _Atomic int nlive;        /* slots with a live worker: llll_pool_size */
     uint64_t id;              /* unique per pool in this process, for the thread hints */
@@ -1691,6 +1700,65 @@ static int run_own(llll_pool *p, int i, struct waiter *w, bool *owned)
 
 /* ------------------------------------------------------------ the lanes */
 
+/* Lanes by CPU. A thread's lane is the worker it used last, so that the
+ * callers of one worker stay together and the scheduler can keep each group
+ * on a CPU. For short calls the scheduler's placement decides the speed (a
+ * call whose thread and worker run on different CPUs waits for wake-ups
+ * across them, at worst a tick behind a busy task). So while lane calls are
+ * short and more of them are in flight than there are workers (both running
+ * means, so that a thread does not switch lanes call by call), a call takes
+ * the lane of the CPU its thread runs on instead: the groups follow the
+ * scheduler rather than wait for it to follow them. That needs a lane per
+ * CPU: the process may run on no more CPUs than the pool has workers, all
+ * local. Slow calls keep their threads' lanes, which spread the threads
+ * evenly over the workers whichever CPU they run on. */
+static void cpu_lanes_new(llll_pool *p)
+{
+    for (int h = 0; h < p->nhosts; h++)
+        if (p->hosts[h].argv)
+            return;   /* a remote worker's CPU is not ours */
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set))
+        return;
+    int count = CPU_COUNT(&set), top = 0;
+    if (count < 2 || count > p->n)
+        return;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &set))
+            top = c + 1;
+    p->cpu_lane = malloc((size_t)top * sizeof *p->cpu_lane);
+    if (!p->cpu_lane)
+        return;   /* lanes by thread only */
+    int16_t rank = 0;
+    for (int c = 0; c < top; c++)
+        p->cpu_lane[c] = CPU_ISSET(c, &set) ? rank++ : -1;
+    p->ncpu_lane = top;
+    p->call_ns = SHORT_CALL_NS;   /* not short until calls show it */
+}
+
+/* A lane call took ns: the running mean moves an eighth of the way there,
+ * and one call held up by the scheduler for ms moves it by at most a
+ * quarter of SHORT_CALL_NS. */
+static void call_time(llll_pool *p, int64_t ns)
+{
+    uint32_t t = ns < 2 * SHORT_CALL_NS ? (uint32_t)ns : 2 * SHORT_CALL_NS;
+    uint32_t mean = atomic_load_explicit(&p->call_ns, memory_order_relaxed);
+    atomic_store_explicit(&p->call_ns, mean - mean / 8 + t / 8, memory_order_relaxed);
+}
+
+/* Whether more lane calls are in flight than there are workers, on a
+ * running mean: a call counts inside, the lane calls in flight with it. */
+static bool crowded(llll_pool *p, int inside)
+{
+    uint32_t mean = atomic_load_explicit(&p->crowd, memory_order_relaxed);
+    uint32_t x = inside < 1024 ? 16u * (uint32_t)inside : 16u * 1024;
+    uint32_t next = mean - mean / 8 + x / 8;
+    if (next != mean)   /* steady, nobody writes: the line stays shared */
+        atomic_store_explicit(&p->crowd, next, memory_order_relaxed);
+    mean = next;
+    return mean > 16u * (uint32_t)p->n;
+}
+
 /* The caller's lane call goes on the slow way, counted in inside. Lock held. */
 static void slow_down(llll_pool *p)
 {
@@ -1741,6 +1809,9 @@ static enum lane lead(llll_pool *p, int j, struct waiter *self, int *rc, int *sl
         ws[m++] = lane_pop(p, s, false);
     }
     pthread_mutex_unlock(&s->lm);
+    /* timed only while lanes may go by CPU */
+    bool timed = p->cpu_lane && atomic_load_explicit(&p->crowd, memory_order_relaxed) > 16u * (unsigned)p->n;
+    int64_t t0 = timed ? now_ns() : 0;
     int r;
     if (m == 1) {
         r = exchange(p, s, self->arg, self->len, self->result, &pre->fate);
@@ -1776,6 +1847,8 @@ static enum lane lead(llll_pool *p, int j, struct waiter *self, int *rc, int *sl
         }
         r = id ? self->rc : -ENOMEM;
     }
+    if (timed)
+        call_time(p, (now_ns() - t0) / m);
     lane_end(p, j);
     fast_leave(p);
     *rc = r;
@@ -1901,6 +1974,16 @@ static int lane_pick(llll_pool *p, int h, bool *took)
     return -1;
 }
 
+/* A call that went by CPU leaves the thread's own lane, mine, as it was. */
+static enum lane kept(llll_pool *p, bool by_cpu, int mine, enum lane e)
+{
+    if (by_cpu) {
+        hint.pool_id = p->id;
+        hint.slot = mine;
+    }
+    return e;
+}
+
 /* The lanes: a call on a pool without call_timeout_ms takes the worker its
  * thread used last when it is idle, with one compare-and-swap, and leads its
  * lane; when that worker is busy with a call, it queues in its lane, and the
@@ -1915,10 +1998,16 @@ static enum lane call_fast(llll_pool *p, struct waiter *w, int *rc, int *slot, s
     int n = p->n;
     bool own = hint.pool_id == p->id;   /* else it only takes an idle worker */
     int h = own ? hint.slot : (int)(atomic_fetch_add(&p->lane_cursor, 1) % (unsigned)n);
+    int mine = h;   /* the thread's own lane, kept for when calls are slow */
     /* free sets closing, then shuts the busy workers' channels down, then
      * waits for fast_inside: a call counted before it took its worker sees
      * closing, or has its channel shut down. */
-    atomic_fetch_add(&p->fast_inside, 1);
+    int inside = atomic_fetch_add(&p->fast_inside, 1) + 1;
+    if (p->cpu_lane && crowded(p, inside) && atomic_load_explicit(&p->call_ns, memory_order_relaxed) < SHORT_CALL_NS) {
+        int c = sched_getcpu();
+        if (c >= 0 && c < p->ncpu_lane && p->cpu_lane[c] >= 0)
+            h = p->cpu_lane[c];
+    }
     for (int round = 0; round < 2 && !p->closing; round++) {
         bool took;
         int q = lane_pick(p, h, &took);
@@ -1930,7 +2019,7 @@ static enum lane call_fast(llll_pool *p, struct waiter *w, int *rc, int *slot, s
             s->leading = true;
             pthread_mutex_unlock(&s->lm);
             if (!p->closing)
-                return lead(p, q, w, rc, slot, pre, owned);
+                return kept(p, h != mine, mine, lead(p, q, w, rc, slot, pre, owned));
             lane_flush(p, q, true);
             s->state = SLOT_IDLE;
             break;
@@ -1952,7 +2041,7 @@ static enum lane call_fast(llll_pool *p, struct waiter *w, int *rc, int *slot, s
             pthread_cond_signal(&p->lw_cv);
             unlock(p);
         }
-        return lane_wait(p, w, rc, slot, pre, owned);
+        return kept(p, h != mine, mine, lane_wait(p, w, rc, slot, pre, owned));
     }
     fast_leave(p);
     return LANE_NO;
@@ -2821,6 +2910,7 @@ static void destroy(llll_pool *p)
         pthread_mutex_destroy(&p->slots[i].lm);
     }
     free(p->slots);
+    free(p->cpu_lane);
     hosts_free(p);
     pthread_cond_destroy(&p->wd_cv);
     pthread_cond_destroy(&p->lw_cv);
@@ -2925,6 +3015,8 @@ static int pool_new(llll_pool **out, const char *const argv[], llll_serve_fn *fn
         oom = !(p->slots = calloc((size_t)nproc, sizeof *p->slots));
         for (int i = 0; !oom && i < nproc; i++)
             pthread_mutex_init(&p->slots[i].lm, NULL);
+        if (!oom)
+            cpu_lanes_new(p);
     }
     if (oom || rc) {
         destroy(p);

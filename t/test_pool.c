@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1018,6 +1020,173 @@ START_TEST(free_accepts_null)
 }
 END_TEST
 
+/* ------------------------------------------------------- lanes by CPU */
+
+/* Answers the worker's pid, after sleeping arg ms (a long). */
+static int pid_after_fn(void *ctx, const void *arg, size_t len, llll_buf *res)
+{
+    (void)ctx;
+    long ms = 0;
+    if (len == sizeof ms)
+        memcpy(&ms, arg, sizeof ms);
+    if (ms > 0) {
+        struct timespec ts = { ms / 1000, ms % 1000 * 1000000L };
+        while (nanosleep(&ts, &ts) && errno == EINTR) {
+        }
+    }
+    pid_t pid = getpid();
+    return llll_buf_set(res, &pid, sizeof pid) ? 1 : 0;
+}
+
+#define PINNED 6
+
+struct pinned {
+    llll_pool *p;
+    int cpu;          /* the thread runs only there */
+    long ms;          /* each call's sleep in the worker */
+    int calls;
+    sem_t *first_done;
+    pthread_barrier_t *go;
+    pid_t first;      /* the worker of its first call */
+    pid_t pid[PINNED];
+    int count[PINNED];
+    int errors;
+};
+
+static void pinned_count(struct pinned *t, pid_t pid)
+{
+    for (int k = 0; k < PINNED; k++) {
+        if (t->count[k] == 0 || t->pid[k] == pid) {
+            t->pid[k] = pid;
+            t->count[k]++;
+            return;
+        }
+    }
+    t->errors++;
+}
+
+static int pinned_call(struct pinned *t, llll_buf *res, pid_t *pid)
+{
+    int rc = llll_pool_call(t->p, &t->ms, sizeof t->ms, res);
+    if (rc == 0 && res->len == sizeof *pid)
+        memcpy(pid, res->data, sizeof *pid);
+    return rc || res->len != sizeof *pid;
+}
+
+/* Pins itself, makes its first call, tells, waits for the others to have
+ * made theirs, then calls. */
+static void *pinned_thread(void *a)
+{
+    struct pinned *t = a;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(t->cpu, &one);
+    llll_buf res = LLLL_BUF_INIT;
+    if (pthread_setaffinity_np(pthread_self(), sizeof one, &one) || pinned_call(t, &res, &t->first))
+        t->errors++;
+    sem_post(t->first_done);
+    pthread_barrier_wait(t->go);
+    for (int k = 0; k < t->calls; k++) {
+        pid_t pid;
+        if (pinned_call(t, &res, &pid))
+            t->errors++;
+        else
+            pinned_count(t, pid);
+    }
+    llll_buf_free(&res);
+    return NULL;
+}
+
+/* The worker that answered most of t's calls. */
+static pid_t pinned_most(const struct pinned *t)
+{
+    int best = 0;
+    for (int k = 1; k < PINNED; k++)
+        if (t->count[k] > t->count[best])
+            best = k;
+    return t->pid[best];
+}
+
+/* Calls from nt threads (up to PINNED), thread i pinned to the first or
+ * second CPU the process may run on (cpus[i] 0 or 1), on a forked pool of 2
+ * workers, the process held to those two CPUs meanwhile. The threads make
+ * their first calls one after another, so that a thread's own worker (the
+ * one it used last) is that of its first call: threads of even index get
+ * one worker, those of odd index the other. Then they call together.
+ * Returns whether it ran (the process may run on two CPUs or more). */
+static bool pinned_run(const int cpus[PINNED], int nt, long ms, int calls, struct pinned t[PINNED])
+{
+    cpu_set_t all, two;
+    ck_assert_int_eq(sched_getaffinity(0, sizeof all, &all), 0);
+    int a = -1, b = -1;
+    for (int c = 0; c < CPU_SETSIZE && b < 0; c++)
+        if (CPU_ISSET(c, &all))
+            *(a < 0 ? &a : &b) = c;
+    if (b < 0)
+        return false;
+    CPU_ZERO(&two);
+    CPU_SET(a, &two);
+    CPU_SET(b, &two);
+    ck_assert_int_eq(sched_setaffinity(0, sizeof two, &two), 0);
+    llll_pool *p;
+    ck_assert_int_eq(llll_pool_fork(&p, pid_after_fn, NULL, 2, NULL), 0);
+    sem_t first_done;
+    pthread_barrier_t go;
+    sem_init(&first_done, 0, 0);
+    pthread_barrier_init(&go, NULL, (unsigned)nt + 1);
+    pthread_t th[PINNED];
+    for (int i = 0; i < nt; i++) {
+        t[i] = (struct pinned){ .p = p, .cpu = cpus[i] ? b : a, .ms = ms, .calls = calls,
+                                .first_done = &first_done, .go = &go };
+        ck_assert_int_eq(pthread_create(&th[i], NULL, pinned_thread, &t[i]), 0);
+        while (sem_wait(&first_done) && errno == EINTR) {
+        }
+    }
+    pthread_barrier_wait(&go);
+    for (int i = 0; i < nt; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(t[i].errors, 0);
+    }
+    pthread_barrier_destroy(&go);
+    sem_destroy(&first_done);
+    llll_pool_free(p);
+    ck_assert_int_eq(sched_setaffinity(0, sizeof all, &all), 0);
+    ck_assert_int_ne(t[0].first, t[1].first);   /* the threads' own workers */
+    for (int i = 2; i < nt; i++)
+        ck_assert_int_eq(t[i].first, t[i % 2].first);
+    return true;
+}
+
+/* Short calls from more threads than workers: the threads on one CPU share
+ * a worker, whichever worker they used first. */
+START_TEST(short_calls_from_threads_on_one_cpu_share_a_worker)
+{
+    static const int cpus[PINNED] = { 0, 0, 0, 1, 1, 1 };
+    struct pinned t[PINNED];
+    T_SKIP_UNLESS(pinned_run(cpus, PINNED, 0, 2000, t), "the process may run on one CPU only");
+    for (int i = 0; i < PINNED; i++)
+        ck_assert_int_eq(pinned_most(&t[i]), pinned_most(&t[i < 3 ? 0 : 3]));
+    ck_assert_int_ne(pinned_most(&t[0]), pinned_most(&t[3]));
+}
+END_TEST
+
+/* Slow calls from threads all on one CPU: each thread keeps to its own
+ * worker (most of its calls: a frame of two calls may run so long that
+ * the lane watcher moves some), so both workers serve. */
+START_TEST(slow_calls_from_threads_on_one_cpu_keep_their_own_workers)
+{
+    static const int cpus[PINNED] = { 0 };
+    struct pinned t[PINNED];
+    T_SKIP_UNLESS(pinned_run(cpus, 4, 1, 30, t), "the process may run on one CPU only");
+    for (int i = 0; i < 4; i++) {
+        int own = 0;
+        for (int k = 0; k < PINNED; k++)
+            own += t[i].pid[k] == t[i].first ? t[i].count[k] : 0;
+        ck_assert_int_gt(2 * own, t[i].calls);
+    }
+}
+END_TEST
+
 static Suite *pool_suite(void)
 {
     Suite *s = suite_create("pool");
@@ -1028,6 +1197,8 @@ static Suite *pool_suite(void)
     tcase_add_test(tc, a_failing_fn_gives_eremoteio_with_its_message);
     tcase_add_test(tc, an_argument_over_max_frame_gives_emsgsize_and_the_pool_goes_on);
     tcase_add_test(tc, a_result_over_max_frame_gives_emsgsize_and_the_worker_goes_on);
+    tcase_add_test(tc, short_calls_from_threads_on_one_cpu_share_a_worker);
+    tcase_add_test(tc, slow_calls_from_threads_on_one_cpu_keep_their_own_workers);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("dying workers");
