@@ -177,7 +177,7 @@ test-valgrind: check-dep
 	@$(MAKE) --no-print-directory run-valgrind
 
 run-valgrind: $(B)/t/run $(HELPERS)
-	@rc=0; LLLL_T_DIR=$(B)/t CK_FORK=no $(VALGRIND) --log-file=$(B)/valgrind.log $(B)/t/run || rc=$$?; \
+	@rc=0; LLLL_T_DIR=$(B)/t LLLL_T_VALGRIND=1 CK_FORK=no $(VALGRIND) --log-file=$(B)/valgrind.log $(B)/t/run || rc=$$?; \
 	grep -A3 'definitely lost in' $(B)/valgrind.log; grep 'ERROR SUMMARY' $(B)/valgrind.log; \
 	[ $$rc = 0 ] && grep -q 'ERROR SUMMARY: 0 errors' $(B)/valgrind.log
 

@@ -716,7 +716,7 @@ int llll_pool_fork(llll_pool **out, llll_serve_fn *fn, void *ctx, int nproc, con
  * its frames, and more callers than workers keep every worker busy without
  * a lock shared by all (each worker's callers can keep to a CPU). While,
  * on average, more calls are in flight than the pool has workers and they
- * take under 0.5 ms, and if the process may run on no more CPUs than the
+ * take under 50 us, and if the process may run on no more CPUs than the
  * pool has workers (none remote), a call goes to the worker of the CPU its
  * thread runs on instead (the CPUs the process may run on when the pool
  * starts, in order, the first to the first worker): the callers that the

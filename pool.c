@@ -109,7 +109,7 @@
 #define SEND_ATTEMPTS 3        /* a worker found dead before it read the request */
 #define DELEGATE_MAX 8         /* frames of queued calls a worker's owner runs before handing it on */
 #define COMBINE_MAX 64         /* queued calls it sends together, in one frame */
-#define SHORT_CALL_NS 500000   /* lane calls this short go by CPU (cpu_lanes_new) */
+#define SHORT_CALL_NS 50000    /* lane calls this short go by CPU (cpu_lanes_new) */
 
 /* Maps */
 #define BATCH_MAX 4096         /* items per request frame */

@@ -74,6 +74,13 @@ static inline bool t_under_qemu(void)
     return q && *q;
 }
 
+/* Whether the runner runs under valgrind (make test-valgrind). */
+static inline bool t_under_valgrind(void)
+{
+    const char *v = getenv("LLLL_T_VALGRIND");
+    return v && *v;
+}
+
 /* Entries of a folder, "." and ".." left out: /proc/self/fd counts open
  * fds, /proc/self/task threads. */
 static inline int t_count_dir(const char *path)
