@@ -110,6 +110,7 @@
 #define DELEGATE_MAX 8         /* frames of queued calls a worker's owner runs before handing it on */
 #define COMBINE_MAX 64         /* queued calls it sends together, in one frame */
 #define SHORT_CALL_NS 50000    /* lane calls this short go by CPU (cpu_lanes_new) */
+#define YIELD_AFTER_NS 20000   /* a worker yields after a request this long (serve_channel) */
 
 /* Maps */
 #define BATCH_MAX 4096         /* items per request frame */
@@ -419,8 +420,17 @@ static int serve_channel(llll_sbc *ch, llll_serve_fn *fn, void *ctx)
     llll_buf req = LLLL_BUF_INIT, out = LLLL_BUF_INIT, res = LLLL_BUF_INIT;
     while (rc == 0) {
         rc = llll_sbc_recv(ch, &req, -1);
+        int64_t t0 = now_ns();
         if (rc == 0)
             rc = serve_request(ch, fn, ctx, &req, &out, &res);
+        /* The reply woke a master thread, likely onto this CPU, where it
+         * would wait behind the next request's work until the scheduler's
+         * tick (ms): a map's pump with more work for the other workers, or
+         * a caller with its next call. Yielding once lets it run now. After
+         * a short request the worker soon blocks in recv anyway, and the
+         * yield would only cost a system call. */
+        if (rc == 0 && now_ns() - t0 >= YIELD_AFTER_NS)
+            sched_yield();
         if (rc == -EPIPE || rc == -ECONNRESET)
             rc = LLLL_EOF;   /* the master went away while fn ran */
     }
