@@ -716,15 +716,14 @@ int llll_pool_fork(llll_pool **out, llll_serve_fn *fn, void *ctx, int nproc, con
  * its frames, and more callers than workers keep every worker busy without
  * a lock shared by all (each worker's callers can keep to a CPU). While,
  * on average, more calls are in flight than the pool has workers and they
- * take under 50 us, and if the process may run on no more CPUs than the
- * pool has workers (none remote), a call goes to the worker of the CPU its
- * thread runs on instead (the CPUs the process may run on when the pool
- * starts, in order, the first to the first worker): the callers that the
- * scheduler put on one CPU share a worker. Slower calls go to the worker
- * each thread used last, which spreads the threads evenly over the workers
- * wherever they run. A call waits for its worker while another is idle
- * only until the pool sees that:
- * a library thread (started the first time a call waits so, joined by
+ * take under 50 us, and if the thread that started the pool may run on no
+ * more CPUs than the pool has workers (none remote), a call goes to the
+ * worker of the CPU its thread runs on instead (those CPUs in order, the
+ * first to the first worker): the callers that the scheduler put on one
+ * CPU share a worker. Slower calls go to the worker each thread used last,
+ * which spreads the threads evenly over the workers wherever they run. A
+ * call waits for its worker while another is idle only until the pool sees
+ * that: a library thread (started the first time a call waits so, joined by
  * llll_pool_free, every signal blocked) looks every 10 ms, and the calls
  * waiting for a worker that ran one call that long, or all of them when a
  * worker stayed idle that long, go to the next idle worker. With

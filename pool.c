@@ -1719,7 +1719,8 @@ static int run_own(llll_pool *p, int i, struct waiter *w, bool *owned)
  * means, so that a thread does not switch lanes call by call), a call takes
  * the lane of the CPU its thread runs on instead: the groups follow the
  * scheduler rather than wait for it to follow them. That needs a lane per
- * CPU: the process may run on no more CPUs than the pool has workers, all
+ * CPU: the thread starting the pool may run on no more CPUs than the pool
+ * has workers (its affinity, which its threads and workers inherit), all
  * local. Slow calls keep their threads' lanes, which spread the threads
  * evenly over the workers whichever CPU they run on. */
 static void cpu_lanes_new(llll_pool *p)

@@ -1109,7 +1109,8 @@ static pid_t pinned_most(const struct pinned *t)
 
 /* Calls from nt threads (up to PINNED), thread i pinned to the first or
  * second CPU the process may run on (cpus[i] 0 or 1), on a forked pool of 2
- * workers, the process held to those two CPUs meanwhile. The threads make
+ * workers started by a thread held to those two CPUs meanwhile (the test's
+ * thread, whose mask the workers inherit). The threads make
  * their first calls one after another, so that a thread's own worker (the
  * one it used last) is that of its first call: threads of even index get
  * one worker, those of odd index the other. Then they call together.
