@@ -208,8 +208,8 @@ struct llll_pool {
     struct wlist q;           /* threads waiting for a worker */
     int inside;               /* calls and maps between entry and return */
     _Atomic int fast_inside;  /* calls in the lanes (not in inside) */
-    _Atomic uint32_t crowd;   /* lane calls in flight, a running mean (x16); on
-                                 fast_inside's cache line, written as often */
+    _Atomic uint32_t crowd;   /* lane calls in flight, a running mean (x16); next
+                                 to fast_inside, whose line every call writes */
     _Atomic int seeking;      /* threads in acquire: a worker let go goes to them */
     _Atomic int lane_waiting; /* stealable calls queued in the lanes */
     _Atomic int lane_queued;  /* calls queued in the lanes */
