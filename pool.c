@@ -420,17 +420,18 @@ static int serve_channel(llll_sbc *ch, llll_serve_fn *fn, void *ctx)
     llll_buf req = LLLL_BUF_INIT, out = LLLL_BUF_INIT, res = LLLL_BUF_INIT;
     while (rc == 0) {
         rc = llll_sbc_recv(ch, &req, -1);
-        int64_t t0 = now_ns();
-        if (rc == 0)
+        if (rc == 0) {
+            int64_t t0 = now_ns();
             rc = serve_request(ch, fn, ctx, &req, &out, &res);
-        /* The reply woke a master thread, likely onto this CPU, where it
-         * would wait behind the next request's work until the scheduler's
-         * tick (ms): a map's pump with more work for the other workers, or
-         * a caller with its next call. Yielding once lets it run now. After
-         * a short request the worker soon blocks in recv anyway, and the
-         * yield would only cost a system call. */
-        if (rc == 0 && now_ns() - t0 >= YIELD_AFTER_NS)
-            sched_yield();
+            /* The reply woke a master thread, likely onto this CPU, where
+             * it would wait behind the next request's work until the
+             * scheduler's tick (ms): a map's pump with more work for the
+             * other workers, or a caller with its next call. Yielding once
+             * lets it run now. After a short request the worker soon blocks
+             * in recv anyway, and the yield would only cost a system call. */
+            if (rc == 0 && now_ns() - t0 >= YIELD_AFTER_NS)
+                sched_yield();
+        }
         if (rc == -EPIPE || rc == -ECONNRESET)
             rc = LLLL_EOF;   /* the master went away while fn ran */
     }
@@ -1747,27 +1748,23 @@ static void cpu_lanes_new(llll_pool *p)
     p->call_ns = SHORT_CALL_NS;   /* not short until calls show it */
 }
 
-/* A lane call took ns: the running mean moves an eighth of the way there,
- * and one call held up by the scheduler for ms moves it by at most a
- * quarter of SHORT_CALL_NS. */
-static void call_time(llll_pool *p, int64_t ns)
+/* Moves the running mean *m an eighth of the way to x; returns it. Racing
+ * threads may lose a step, which a mean can afford. A steady mean is not
+ * written, so that its cache line stays shared. */
+static uint32_t mean8(_Atomic uint32_t *m, uint32_t x)
 {
-    uint32_t t = ns < 2 * SHORT_CALL_NS ? (uint32_t)ns : 2 * SHORT_CALL_NS;
-    uint32_t mean = atomic_load_explicit(&p->call_ns, memory_order_relaxed);
-    atomic_store_explicit(&p->call_ns, mean - mean / 8 + t / 8, memory_order_relaxed);
+    uint32_t mean = atomic_load_explicit(m, memory_order_relaxed);
+    uint32_t next = mean - mean / 8 + x / 8;
+    if (next != mean)
+        atomic_store_explicit(m, next, memory_order_relaxed);
+    return next;
 }
 
-/* Whether more lane calls are in flight than there are workers, on a
- * running mean: a call counts inside, the lane calls in flight with it. */
-static bool crowded(llll_pool *p, int inside)
+/* Whether the running mean of lane calls in flight (crowd, x16) is over the
+ * number of workers. */
+static bool crowd_over(const llll_pool *p, uint32_t crowd)
 {
-    uint32_t mean = atomic_load_explicit(&p->crowd, memory_order_relaxed);
-    uint32_t x = inside < 1024 ? 16u * (uint32_t)inside : 16u * 1024;
-    uint32_t next = mean - mean / 8 + x / 8;
-    if (next != mean)   /* steady, nobody writes: the line stays shared */
-        atomic_store_explicit(&p->crowd, next, memory_order_relaxed);
-    mean = next;
-    return mean > 16u * (uint32_t)p->n;
+    return crowd > 16u * (uint32_t)p->n;
 }
 
 /* The caller's lane call goes on the slow way, counted in inside. Lock held. */
@@ -1821,7 +1818,7 @@ static enum lane lead(llll_pool *p, int j, struct waiter *self, int *rc, int *sl
     }
     pthread_mutex_unlock(&s->lm);
     /* timed only while lanes may go by CPU */
-    bool timed = p->cpu_lane && atomic_load_explicit(&p->crowd, memory_order_relaxed) > 16u * (unsigned)p->n;
+    bool timed = p->cpu_lane && crowd_over(p, atomic_load_explicit(&p->crowd, memory_order_relaxed));
     int64_t t0 = timed ? now_ns() : 0;
     int r;
     if (m == 1) {
@@ -1858,8 +1855,12 @@ static enum lane lead(llll_pool *p, int j, struct waiter *self, int *rc, int *sl
         }
         r = id ? self->rc : -ENOMEM;
     }
-    if (timed)
-        call_time(p, (now_ns() - t0) / m);
+    if (timed) {
+        /* per call; one held up by the scheduler for ms moves the mean by
+         * at most a quarter of SHORT_CALL_NS */
+        int64_t ns = (now_ns() - t0) / m;
+        mean8(&p->call_ns, ns < 2 * SHORT_CALL_NS ? (uint32_t)ns : 2 * SHORT_CALL_NS);
+    }
     lane_end(p, j);
     fast_leave(p);
     *rc = r;
@@ -2014,7 +2015,8 @@ static enum lane call_fast(llll_pool *p, struct waiter *w, int *rc, int *slot, s
      * waits for fast_inside: a call counted before it took its worker sees
      * closing, or has its channel shut down. */
     int inside = atomic_fetch_add(&p->fast_inside, 1) + 1;
-    if (p->cpu_lane && crowded(p, inside) && atomic_load_explicit(&p->call_ns, memory_order_relaxed) < SHORT_CALL_NS) {
+    if (p->cpu_lane && crowd_over(p, mean8(&p->crowd, 16u * (uint32_t)(inside < 1024 ? inside : 1024))) &&
+        atomic_load_explicit(&p->call_ns, memory_order_relaxed) < SHORT_CALL_NS) {
         int c = sched_getcpu();
         if (c >= 0 && c < p->ncpu_lane && p->cpu_lane[c] >= 0)
             h = p->cpu_lane[c];
