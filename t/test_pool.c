@@ -1038,7 +1038,8 @@ static int pid_after_fn(void *ctx, const void *arg, size_t len, llll_buf *res)
     return llll_buf_set(res, &pid, sizeof pid) ? 1 : 0;
 }
 
-#define PINNED 6
+#define PINNED 6          /* threads, at most */
+#define PINNED_WORKERS 2  /* the pool's workers */
 
 struct pinned {
     llll_pool *p;
@@ -1048,14 +1049,14 @@ struct pinned {
     sem_t *first_done;
     pthread_barrier_t *go;
     pid_t first;      /* the worker of its first call */
-    pid_t pid[PINNED];
-    int count[PINNED];
+    pid_t pid[PINNED_WORKERS];   /* the workers that answered, and how often */
+    int count[PINNED_WORKERS];
     int errors;
 };
 
 static void pinned_count(struct pinned *t, pid_t pid)
 {
-    for (int k = 0; k < PINNED; k++) {
+    for (int k = 0; k < PINNED_WORKERS; k++) {
         if (t->count[k] == 0 || t->pid[k] == pid) {
             t->pid[k] = pid;
             t->count[k]++;
@@ -1101,7 +1102,7 @@ static void *pinned_thread(void *a)
 static pid_t pinned_most(const struct pinned *t)
 {
     int best = 0;
-    for (int k = 1; k < PINNED; k++)
+    for (int k = 1; k < PINNED_WORKERS; k++)
         if (t->count[k] > t->count[best])
             best = k;
     return t->pid[best];
@@ -1130,7 +1131,7 @@ static bool pinned_run(const int cpus[PINNED], int nt, long ms, int calls, struc
     CPU_SET(b, &two);
     ck_assert_int_eq(sched_setaffinity(0, sizeof two, &two), 0);
     llll_pool *p;
-    ck_assert_int_eq(llll_pool_fork(&p, pid_after_fn, NULL, 2, NULL), 0);
+    ck_assert_int_eq(llll_pool_fork(&p, pid_after_fn, NULL, PINNED_WORKERS, NULL), 0);
     sem_t first_done;
     pthread_barrier_t go;
     sem_init(&first_done, 0, 0);
@@ -1183,7 +1184,7 @@ START_TEST(slow_calls_from_threads_on_one_cpu_keep_their_own_workers)
     T_SKIP_UNLESS(pinned_run(cpus, 4, 1, 30, t), "the process may run on one CPU only");
     for (int i = 0; i < 4; i++) {
         int own = 0;
-        for (int k = 0; k < PINNED; k++)
+        for (int k = 0; k < PINNED_WORKERS; k++)
             own += t[i].pid[k] == t[i].first ? t[i].count[k] : 0;
         ck_assert_int_gt(2 * own, t[i].calls);
     }
