@@ -804,8 +804,9 @@ typedef struct llll_pool_map_opts {
  * Returns 0 (per-item errors went to result), the first non-zero value of
  * arg or result (the map then stops early: items in flight are drained and
  * dropped, result is not called again), or a pool-level error. n == 0
- * returns 0 at once. Runs one helper thread per worker it uses, started and
- * joined by this call.
+ * returns 0 at once. Runs one helper thread per worker it uses (every signal
+ * blocked); the pool keeps them for later maps, one per worker at most, and
+ * llll_pool_free joins them.
  * Errors (pool-level; the map stops as above):
  * the value arg or result returned, when not 0 (nor LLLL_EOF from arg);
  * -ECANCELED  the pool is being freed.

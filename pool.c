@@ -202,6 +202,9 @@ struct llll_pool {
     pthread_cond_t drain_cv;  /* inside reached 0 while closing */
     pthread_cond_t pump_cv;   /* maps' pumps with nothing to do wait here */
     int idle_pumps;           /* how many */
+    struct pump *parked;      /* pumps between maps (see struct pump) */
+    struct pump *pumps;       /* every pump, parked or not */
+    bool pumps_end;           /* set by llll_pool_free: parked pumps return */
     struct slot *slots;
     int n;
     int cursor;               /* where a thread without a hint starts looking */
@@ -2180,16 +2183,23 @@ struct batch {
 
 struct map;
 
+/* A pump thread drives one worker for a map. It outlives the map: parked in
+ * its pool between maps (on cv, until a map hands it a worker), so that a
+ * map of a few items costs no thread start; llll_pool_free joins it. At
+ * most one per worker: a pump is made only when a map takes a worker and
+ * none is parked. */
 struct pump {
-    struct map *m;
-    struct pump *next;
+    llll_pool *p;
+    struct map *m;               /* NULL: parked */
+    struct pump *next;           /* in m's pumps, or in the pool's parked list */
+    struct pump *all;            /* every pump of the pool, to join them */
     pthread_t th;
+    pthread_cond_t cv;           /* parked: a map or the end */
     int slot;                    /* -1: its worker died and was not replaced */
     struct batch *head, *tail;   /* in flight, oldest first */
     int nflight;
     size_t flight_bytes, flight_items;
     bool leave;                  /* send nothing more; let the worker go once drained */
-    bool exited;
     llll_buf rx;
 };
 
@@ -2203,7 +2213,7 @@ struct map {
     size_t w_len, w_items;
     struct batch *all, *free_list;
     struct pump *pumps;          /* every pump started, to join them */
-    int npumps;                  /* pumps not exited */
+    int npumps;                  /* pumps in pumps: driving a worker for this map */
     bool stop;                   /* send nothing more: drain, then end */
     int error;                   /* a pool-level error, the first one */
     double cost_ns;              /* per item, smoothed; 0: not known yet */
@@ -2559,13 +2569,12 @@ static void take_reply(struct pump *u)
     }
 }
 
-/* A pump: drives one worker for the map until the map ends or lets it go. */
-static void *pump_main(void *arg)
+/* Drives the worker of pump u for its map until the map ends or lets the
+ * worker go, then lets it go. Lock held. */
+static void pump_drive(struct pump *u)
 {
-    struct pump *u = arg;
     struct map *m = u->m;
     llll_pool *p = m->p;
-    lock(p);
     for (;;) {
         if (can_send(m, u)) {
             struct batch *b = sq_pop(m);
@@ -2608,8 +2617,10 @@ static void *pump_main(void *arg)
         if (m->stop || u->leave || u->slot < 0)
             break;
         /* Idle: a thread waiting for a worker gets this one (it may be
-         * a callback of this very map, calling the pool). */
-        if (p->q.head)
+         * a callback of this very map, calling the pool). Once every item
+         * was sent, the worker goes too, without waiting for the map's
+         * thread to end the map (it starts a pump again for a retry). */
+        if (p->q.head || (m->left == 0 && !m->big_pending && !m->sq_head))
             break;
         p->idle_pumps++;
         pthread_cond_wait(&p->pump_cv, &p->mu);
@@ -2619,30 +2630,94 @@ static void *pump_main(void *arg)
         disarm(p, u->slot);
         release(p, u->slot);
     }
-    u->exited = true;
-    m->npumps--;
-    pthread_cond_signal(&m->cv);
+}
+
+/* A parked pump keeps a receive buffer up to this size for the next map. */
+#define PARKED_RX_KEEP (1 << 20)
+
+/* A pump thread: drives a worker for each map that hands it one, parked in
+ * between, until llll_pool_free. */
+static void *pump_main(void *arg)
+{
+    struct pump *u = arg;
+    llll_pool *p = u->p;
+    lock(p);
+    for (;;) {
+        while (!u->m && !p->pumps_end)
+            pthread_cond_wait(&u->cv, &p->mu);
+        if (!u->m)
+            break;
+        pump_drive(u);
+        struct map *m = u->m;
+        struct pump **pp = &m->pumps;
+        while (*pp != u)
+            pp = &(*pp)->next;
+        *pp = u->next;
+        if (u->rx.cap > PARKED_RX_KEEP)
+            llll_buf_free(&u->rx);
+        u->m = NULL;
+        u->next = p->parked;
+        p->parked = u;
+        m->npumps--;
+        pthread_cond_signal(&m->cv);   /* m may be gone once the lock is let go */
+    }
     unlock(p);
     return NULL;
 }
 
-/* Starts a pump on slot i, owned by the caller. Lock held. */
+/* Hands slot i, owned by the caller, to a parked pump, or to a new one.
+ * Lock held. */
 static int pump_start(struct map *m, int i)
 {
-    struct pump *u = calloc(1, sizeof *u);
-    if (!u)
-        return -ENOMEM;
+    llll_pool *p = m->p;
+    struct pump *u = p->parked;
+    if (u) {
+        p->parked = u->next;
+    } else {
+        u = calloc(1, sizeof *u);
+        if (!u)
+            return -ENOMEM;
+        pthread_cond_init(&u->cv, NULL);
+        u->p = p;
+        u->m = m;
+        int rc = thread_start(&u->th, pump_main, u);
+        if (rc) {
+            pthread_cond_destroy(&u->cv);
+            free(u);
+            return -rc;
+        }
+        u->all = p->pumps;
+        p->pumps = u;
+    }
     u->m = m;
     u->slot = i;
-    int rc = thread_start(&u->th, pump_main, u);
-    if (rc) {
-        free(u);
-        return -rc;
-    }
+    u->head = u->tail = NULL;
+    u->nflight = 0;
+    u->flight_bytes = u->flight_items = 0;
+    u->leave = false;
     u->next = m->pumps;
     m->pumps = u;
     m->npumps++;
+    pthread_cond_signal(&u->cv);
     return 0;
+}
+
+/* Ends the parked pumps and frees every pump: no map runs. */
+static void pumps_join(llll_pool *p)
+{
+    lock(p);
+    p->pumps_end = true;
+    for (struct pump *u = p->parked; u; u = u->next)
+        pthread_cond_signal(&u->cv);
+    unlock(p);
+    while (p->pumps) {
+        struct pump *u = p->pumps;
+        p->pumps = u->all;
+        pthread_join(u->th, NULL);
+        pthread_cond_destroy(&u->cv);
+        llll_buf_free(&u->rx);
+        free(u);
+    }
 }
 
 /* An idle worker for a map, without waiting: its slot, or -1. Lock held. */
@@ -2732,7 +2807,7 @@ static void share(struct map *m)
     struct pump *spare = NULL;
     int active = 0;
     for (struct pump *u = m->pumps; u; u = u->next) {
-        if (!u->exited && !u->leave && u->slot >= 0) {
+        if (!u->leave && u->slot >= 0) {
             active++;
             spare = u;
         }
@@ -2863,13 +2938,6 @@ int llll_pool_map(llll_pool *p, size_t n, llll_arg_fn *argfn, llll_result_fn *re
             ret = m.error;
     }
     unlock(p);
-    while (m.pumps) {
-        struct pump *u = m.pumps;
-        m.pumps = u->next;
-        pthread_join(u->th, NULL);
-        llll_buf_free(&u->rx);
-        free(u);
-    }
     while (m.all) {
         struct batch *b = m.all;
         m.all = b->all;
@@ -3155,6 +3223,7 @@ void llll_pool_free(llll_pool *p)
         pthread_join(p->wd, NULL);
     if (p->lw_running)
         pthread_join(p->lw, NULL);
+    pumps_join(p);
     reap_all(p);
     destroy(p);
 }

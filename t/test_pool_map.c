@@ -445,23 +445,30 @@ static void *map_thread(void *v)
     return NULL;
 }
 
-START_TEST(two_maps_at_once_each_get_their_own_results)
+/* Two maps of n items on p at once, from two threads: each must get every
+ * result of its own, in order. */
+static void two_maps_at_once(llll_pool *p, size_t n)
 {
-    no_work_twists();
-    llll_pool *p = fork_pool(2, NULL);
     static struct map_arg a[2];
     pthread_t t[2];
     for (int k = 0; k < 2; k++) {
-        a[k] = (struct map_arg){ .p = p, .n = 200000 };
+        a[k] = (struct map_arg){ .p = p, .n = n };
         run_init(&a[k].r);
         ck_assert_int_eq(pthread_create(&t[k], NULL, map_thread, &a[k]), 0);
     }
     for (int k = 0; k < 2; k++) {
         pthread_join(t[k], NULL);
         ck_assert_int_eq(a[k].rc, 0);
-        ck_assert_uint_eq(a[k].r.ok, 200000);
+        ck_assert_uint_eq(a[k].r.ok, n);
         ck_assert_uint_eq(a[k].r.out_of_order + a[k].r.wrong + a[k].r.nerr, 0);
     }
+}
+
+START_TEST(two_maps_at_once_each_get_their_own_results)
+{
+    no_work_twists();
+    llll_pool *p = fork_pool(2, NULL);
+    two_maps_at_once(p, 200000);
     llll_pool_free(p);
 }
 END_TEST
@@ -585,6 +592,42 @@ START_TEST(maps_leave_no_fd_thread_or_child_behind)
     ck_assert_int_eq(t_count_dir("/proc/self/fd"), fds);
     ck_assert_int_eq(t_threads_settled(threads), threads);
     t_assert_no_child();
+}
+END_TEST
+
+/* This process's threads, once those of threads just joined left /proc
+ * (a short bounded wait: a thread that stays is not one just joined). */
+static int threads_after_joins(int want)
+{
+    int n = t_count_dir("/proc/self/task");
+    for (int i = 0; i < 20000 && n > want; i++) {
+        sched_yield();
+        n = t_count_dir("/proc/self/task");
+    }
+    return n;
+}
+
+START_TEST(a_pool_keeps_its_map_threads_for_the_next_map_one_per_worker_at_most)
+{
+    no_work_twists();
+    llll_pool *p = fork_pool(2, NULL);
+    int before = t_count_dir("/proc/self/task");
+    struct run r;
+    run_init(&r);
+    ck_assert_int_eq(llll_pool_map(p, 100000, arg_fn, result_fn, &r, NULL), 0);
+    ck_assert_uint_eq(r.ok, 100000);
+    int kept = threads_after_joins(before);
+    ck_assert_msg(kept > before && kept <= before + 2, "threads %d before the map, %d after", before, kept);
+    for (int k = 0; k < 10; k++) {
+        run_init(&r);
+        ck_assert_int_eq(llll_pool_map(p, 1 + 1000 * (size_t)k, arg_fn, result_fn, &r, NULL), 0);
+        ck_assert_uint_eq(r.ok, 1 + 1000 * (size_t)k);
+        int now = t_count_dir("/proc/self/task");
+        ck_assert_msg(now >= kept && now <= before + 2, "map %d: threads %d, %d kept", k, now, kept);
+    }
+    two_maps_at_once(p, 100000);   /* still one per worker */
+    ck_assert_int_le(threads_after_joins(before + 2), before + 2);
+    llll_pool_free(p);
 }
 END_TEST
 
@@ -955,6 +998,7 @@ static Suite *pool_map_suite(void)
     tcase_add_test(tc, a_result_callback_may_call_the_pool_of_its_map);
     tcase_add_test(tc, free_during_a_map_returns_ecanceled);
     tcase_add_test(tc, maps_leave_no_fd_thread_or_child_behind);
+    tcase_add_test(tc, a_pool_keeps_its_map_threads_for_the_next_map_one_per_worker_at_most);
     tcase_add_test(tc, a_map_through_a_worker_written_by_hand);
     tcase_add_test(tc, map_rejects_null_arguments);
     suite_add_tcase(s, tc);
