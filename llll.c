@@ -805,10 +805,18 @@ static char **build_paths(const char *file, char *const *envp)
             path = *e + 5;
     if (!path)
         path = slash ? "" : "/usr/local/bin:/usr/bin:/bin";
-    size_t flen = strlen(file), segs = 1;
+    size_t flen = strlen(file);
+    if (flen > NAME_MAX)
+        path = "";   /* no entry would do: file alone, which fails with ENAMETOOLONG */
+    size_t plen = strlen(path), segs = 1;
     for (const char *c = path; *c; c++)
         segs += *c == ':';
-    char **out = malloc((segs + 1) * sizeof *out + strlen(path) + segs * (flen + 2));
+    /* per entry: its pointer, a '/', file and its NUL; the size must not
+     * wrap around (a long PATH and a long file on a 32-bit size_t) */
+    size_t per = sizeof(char *) + flen + 2;
+    if (flen > SIZE_MAX / 4 || segs > (SIZE_MAX / 2 - plen) / per)
+        return NULL;
+    char **out = malloc(sizeof *out + plen + segs * per);
     if (!out)
         return NULL;
     char *w = (char *)(out + segs + 1);

@@ -106,6 +106,7 @@
 #define MAX_FRAME_LIMIT (FRAME_LIMIT - (1 << 20))  /* the largest max_frame */
 #define START_TIMEOUT_MS 10000
 #define FREE_GRACE_MS 200      /* for workers to exit on EOF, all together */
+#define DRAIN_LOOK_MS 10       /* free: how often it looks for calls left (fast_leave) */
 #define SEND_ATTEMPTS 3        /* a worker found dead before it read the request */
 #define DELEGATE_MAX 8         /* frames of queued calls a worker's owner runs before handing it on */
 #define COMBINE_MAX 64         /* queued calls it sends together, in one frame */
@@ -602,14 +603,20 @@ static bool take(llll_pool *p, int i)
     return true;
 }
 
-/* A call in a lane leaves the pool. */
+/* A call in a lane leaves the pool: its last use of p. While free waits,
+ * under the lock, so that free goes on only once the lock is let go. (A
+ * call that saw no free begin, and leaves as it begins, wakes nobody: free
+ * looks again every DRAIN_LOOK_MS.) */
 static void fast_leave(llll_pool *p)
 {
-    if (atomic_fetch_sub(&p->fast_inside, 1) == 1 && p->closing) {
-        lock(p);
-        pthread_cond_broadcast(&p->drain_cv);
-        unlock(p);
+    if (!atomic_load(&p->closing)) {
+        atomic_fetch_sub(&p->fast_inside, 1);
+        return;
     }
+    lock(p);
+    if (atomic_fetch_sub(&p->fast_inside, 1) == 1)
+        pthread_cond_broadcast(&p->drain_cv);
+    unlock(p);
 }
 
 /* A lane's queue (lm held). lane_push returns whether the lane watcher
@@ -905,14 +912,15 @@ static char **launch_argv(const char *const *launcher, const char *const *env, c
  * be (a forked worker, or code on stdin). */
 static int hosts_new(llll_pool *p, const llll_pool_opts *opts, int *nproc)
 {
-    long total = 0;
+    int total = 0;
     for (size_t i = 0; i < opts->nhosts; i++) {
         const llll_host *h = &opts->hosts[i];
         if (h->slots < 0 || (h->launcher && (!h->launcher[0] || !p->argv || p->iopts.code)))
             return -EINVAL;
-        total += h->slots ? h->slots : 1;
-        if (total > INT_MAX)
+        int add = h->slots ? h->slots : 1;
+        if (add > INT_MAX - total)   /* over INT_MAX slots */
             return -EINVAL;
+        total += add;
     }
     if (total == 0)
         return -EINVAL;
@@ -1259,7 +1267,8 @@ static int acquire(llll_pool *p, struct waiter *w, int *slot)
 {
     atomic_fetch_add(&p->seeking, 1);
     int rc = acquire_locked(p, w, slot);
-    atomic_fetch_sub(&p->seeking, 1);
+    if (rc != 1)   /* 1: the thread that ran the call did, with its leave */
+        atomic_fetch_sub(&p->seeking, 1);
     return rc;
 }
 
@@ -1496,8 +1505,10 @@ static void finish_call(llll_pool *p, struct waiter *w, int rc, const struct wai
     w->rc = rc;
     if (w == self)
         return;
-    if (rc != AGAIN)
-        leave(p);   /* for its caller, which returns without the lock */
+    if (rc != AGAIN) {   /* for its caller, which returns without touching p */
+        atomic_fetch_sub(&p->seeking, 1);
+        leave(p);
+    }
     w->state = rc == AGAIN ? W_RETRY : W_DONE;
     sem_post(&w->wake);
 }
@@ -1933,7 +1944,7 @@ static void *lane_watch(void *arg)
             struct slot *s = &p->slots[k];
             unsigned e = atomic_load(&s->epoch);
             bool stuck = e == s->seen_epoch;
-            if (stuck && p->nlive < p->n && s->lane.head) {
+            if (stuck && p->nlive < p->n) {
                 lane_flush(p, k, false);   /* the slow way replaces a dead worker */
             } else if (idled || stuck) {
                 pthread_mutex_lock(&s->lm);
@@ -1989,11 +2000,12 @@ static int lane_pick(llll_pool *p, int h, bool *took)
     return -1;
 }
 
-/* A call that went by CPU leaves the thread's own lane, mine, as it was. */
-static enum lane kept(llll_pool *p, bool by_cpu, int mine, enum lane e)
+/* A call that went by CPU leaves the thread's own lane, mine, as it was (of
+ * the pool with this id: e may have left the pool, p is not to be read). */
+static enum lane kept(uint64_t id, bool by_cpu, int mine, enum lane e)
 {
     if (by_cpu) {
-        hint.pool_id = p->id;
+        hint.pool_id = id;
         hint.slot = mine;
     }
     return e;
@@ -2008,16 +2020,17 @@ static enum lane kept(llll_pool *p, bool by_cpu, int mine, enum lane e)
  * frames. */
 static enum lane call_fast(llll_pool *p, struct waiter *w, int *rc, int *slot, struct done *pre, bool *owned)
 {
+    /* free sets closing, then shuts the busy workers' channels down, then
+     * waits for fast_inside: a call counted before it took its worker sees
+     * closing, or has its channel shut down. LANE_NO leaves it counted. */
+    int inside = atomic_fetch_add(&p->fast_inside, 1) + 1;
     if (p->call_timeout_ms >= 0)
         return LANE_NO;
     int n = p->n;
-    bool own = hint.pool_id == p->id;   /* else it only takes an idle worker */
+    uint64_t id = p->id;
+    bool own = hint.pool_id == id;   /* else it only takes an idle worker */
     int h = own ? hint.slot : (int)(atomic_fetch_add(&p->lane_cursor, 1) % (unsigned)n);
     int mine = h;   /* the thread's own lane, kept for when calls are slow */
-    /* free sets closing, then shuts the busy workers' channels down, then
-     * waits for fast_inside: a call counted before it took its worker sees
-     * closing, or has its channel shut down. */
-    int inside = atomic_fetch_add(&p->fast_inside, 1) + 1;
     if (p->cpu_lane && crowd_over(p, mean8(&p->crowd, 16u * (uint32_t)(inside < 1024 ? inside : 1024))) &&
         atomic_load_explicit(&p->call_ns, memory_order_relaxed) < SHORT_CALL_NS) {
         int c = sched_getcpu();
@@ -2035,7 +2048,7 @@ static enum lane call_fast(llll_pool *p, struct waiter *w, int *rc, int *slot, s
             s->leading = true;
             pthread_mutex_unlock(&s->lm);
             if (!p->closing)
-                return kept(p, h != mine, mine, lead(p, q, w, rc, slot, pre, owned));
+                return kept(id, h != mine, mine, lead(p, q, w, rc, slot, pre, owned));
             lane_flush(p, q, true);
             s->state = SLOT_IDLE;
             break;
@@ -2057,9 +2070,8 @@ static enum lane call_fast(llll_pool *p, struct waiter *w, int *rc, int *slot, s
             pthread_cond_signal(&p->lw_cv);
             unlock(p);
         }
-        return kept(p, h != mine, mine, lane_wait(p, w, rc, slot, pre, owned));
+        return kept(id, h != mine, mine, lane_wait(p, w, rc, slot, pre, owned));
     }
-    fast_leave(p);
     return LANE_NO;
 }
 
@@ -2082,12 +2094,13 @@ int llll_pool_call(llll_pool *p, const void *arg, size_t len, llll_buf *result)
     }
     if (lane == LANE_NO) {
         lock(p);
+        slow_down(p);
         if (p->closing) {
+            leave(p);
             unlock(p);
             sem_destroy(&w.wake);
             return -ECANCELED;
         }
-        p->inside++;
     }
     for (;;) {
         if (lane == LANE_FAILED) {
@@ -3053,11 +3066,11 @@ static int pool_new(llll_pool **out, const char *const argv[], llll_serve_fn *fn
     if (!p)
         return -ENOMEM;
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->drain_cv, NULL);
     pthread_cond_init(&p->pump_cv, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);   /* the watchdog's deadlines */
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);   /* deadlines: the watchdog's, free's looks */
+    pthread_cond_init(&p->drain_cv, &ca);
     pthread_cond_init(&p->wd_cv, &ca);
     pthread_cond_init(&p->lw_cv, &ca);
     pthread_condattr_destroy(&ca);
@@ -3216,8 +3229,10 @@ void llll_pool_free(llll_pool *p)
         if (p->slots[i].state != SLOT_IDLE && p->slots[i].ch)
             llll_sbc_shutdown(p->slots[i].ch);
     }
-    while (p->inside > 0 || atomic_load(&p->fast_inside) > 0)
-        pthread_cond_wait(&p->drain_cv, &p->mu);
+    while (p->inside > 0 || atomic_load(&p->fast_inside) > 0) {
+        struct timespec t = ts_of_ms(now_ms() + DRAIN_LOOK_MS);
+        pthread_cond_timedwait(&p->drain_cv, &p->mu, &t);
+    }
     unlock(p);
     if (p->wd_running)
         pthread_join(p->wd, NULL);

@@ -29,14 +29,18 @@ _RESULT = struct.Struct(">BI")      # status, length (after the result bytes)
 _REPLY = struct.Struct(">III")      # id, first, count
 _HELLO = b"llll-pool/2"
 _READ = 1 << 16
+_READ_MAX = 1 << 20     # bytes asked of one read: a frame's memory grows as it comes
+MAX_FRAME = 64 << 20    # the default largest frame received, as in the C library
 
 
 class Channel:
-    """Frames over a read fd and a write fd (the same fd for a socket)."""
+    """Frames over a read fd and a write fd (the same fd for a socket).
+    recv refuses a frame over max_frame bytes (64 MiB by default)."""
 
-    def __init__(self, rfd, wfd=None):
+    def __init__(self, rfd, wfd=None, max_frame=MAX_FRAME):
         self.rfd = rfd
         self.wfd = rfd if wfd is None else wfd
+        self.max_frame = max_frame
         self._buf = bytearray()
 
     def send(self, data):
@@ -57,16 +61,20 @@ class Channel:
     def recv(self):
         """The next frame's bytes, or None when the peer closed the channel
         between two frames. A channel that ends inside a frame raises
-        EOFError."""
+        EOFError; a frame over max_frame raises ValueError, before any of
+        its bytes is read (the channel is then of no more use)."""
         head = self._read(4, at_start=True)
         if head is None:
             return None
-        return self._read(_HEADER.unpack(head)[0])
+        (n,) = _HEADER.unpack(head)
+        if n > self.max_frame:
+            raise ValueError("llll: a frame of %d bytes, over max_frame (%d)" % (n, self.max_frame))
+        return self._read(n)
 
     def _read(self, n, at_start=False):
         buf = self._buf
         while len(buf) < n:
-            chunk = os.read(self.rfd, max(_READ, n - len(buf)))
+            chunk = os.read(self.rfd, min(max(_READ, n - len(buf)), _READ_MAX))
             if not chunk:
                 if at_start and not buf:
                     return None
@@ -121,6 +129,7 @@ def serve(fn):
     raised by fn fails that call with -EREMOTEIO, the exception's text as the
     result; the worker goes on serving."""
     ch = channel()
+    ch.max_frame = 0xFFFFFFFF   # the master bounds what it sends (its max_frame)
     try:
         ch.send(_HELLO)
         while _serve_one(ch, fn):

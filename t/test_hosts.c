@@ -3,6 +3,7 @@
  * channels on stdio. The same through a real sshd: t/remote/. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -580,6 +581,14 @@ START_TEST(start_refuses_hosts_it_cannot_launch_on)
     o.instance.code = NULL;
     const char *empty[] = { NULL };
     h.launcher = empty;
+    ck_assert_int_eq(llll_pool_start(&p, worker(NULL), 0, &o), -EINVAL);
+    /* Over INT_MAX slots in all, also where the sum would wrap around (on a
+     * 32-bit long: INT_MAX + INT_MAX + 4 is 2) */
+    llll_host many[3] = { { NULL, INT_MAX }, { NULL, INT_MAX }, { NULL, 4 } };
+    o = (llll_pool_opts){ .hosts = many, .nhosts = 3 };
+    ck_assert_int_eq(llll_pool_start(&p, worker(NULL), 0, &o), -EINVAL);
+    o.nhosts = 2;
+    many[1].slots = 1;
     ck_assert_int_eq(llll_pool_start(&p, worker(NULL), 0, &o), -EINVAL);
 }
 END_TEST

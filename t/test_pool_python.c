@@ -122,6 +122,42 @@ START_TEST(an_instance_fed_llll_py_as_code_speaks_frames)
 }
 END_TEST
 
+START_TEST(a_python_channel_refuses_a_frame_over_its_max_frame_before_reading_it)
+{
+    if (!have_python())
+        return;
+    static const char code[] =
+        "import llll\n"
+        "ch = llll.channel()\n"
+        "assert ch.max_frame == 64 << 20\n"
+        "ch.max_frame = 1000\n"
+        "ch.send(str(len(ch.recv())).encode())\n"
+        "try:\n"
+        "    ch.recv()\n"
+        "    ch.send(b'took it')\n"
+        "except ValueError as e:\n"
+        "    ch.send(str(e).encode())\n";
+    const char *argv[] = { "python3", "-", NULL };
+    llll_instance_opts o = { .code = code, .proc.env = python_env() };
+    llll_instance *in;
+    ck_assert_int_eq(llll_instance_start(&in, argv, &o), 0);
+    static char big[1001];
+    memset(big, 'x', sizeof big);
+    llll_buf f = LLLL_BUF_INIT;
+    ck_assert_int_eq(llll_instance_send(in, big, 1000), 0);   /* at the limit: taken */
+    ck_assert_int_eq(llll_instance_recv(in, &f, 10000), 0);
+    ck_assert_uint_eq(f.len, 4);
+    ck_assert_mem_eq(f.data, "1000", 4);
+    ck_assert_int_eq(llll_instance_send(in, big, 1001), 0);
+    ck_assert_int_eq(llll_instance_recv(in, &f, 10000), 0);
+    static const char want[] = "llll: a frame of 1001 bytes, over max_frame (1000)";
+    ck_assert_uint_eq(f.len, strlen(want));
+    ck_assert_mem_eq(f.data, want, strlen(want));
+    llll_buf_free(&f);
+    llll_instance_free(in);
+}
+END_TEST
+
 static llll_pool *python_pool(int n)
 {
     static char worker[4096];
@@ -245,6 +281,7 @@ static Suite *pool_python_suite(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, an_instance_whose_child_is_python_imports_llll_py);
     tcase_add_test(tc, an_instance_fed_llll_py_as_code_speaks_frames);
+    tcase_add_test(tc, a_python_channel_refuses_a_frame_over_its_max_frame_before_reading_it);
     tcase_add_test(tc, a_pool_of_python_workers_answers_calls);
     tcase_add_test(tc, a_map_through_python_workers_delivers_every_result_in_order);
     tcase_add_test(tc, a_python_worker_keeps_its_replies_within_the_masters_limit);
