@@ -343,11 +343,10 @@ enum { SIGINT_KEEP, SIGINT_IGNORE, SIGINT_DEFAULT };
 /* What a child gets, all prepared before the fork (nothing allocates after). */
 struct spawn {
     const char *const *argv;   /* exec these, or (NULL) run fn in a fork */
-    char **envp;
+    char **envp;               /* NULL: a forked child keeps environ */
     char **paths;              /* NULL-terminated candidates for argv[0] */
     llll_main_fn *fn;
     void *arg;
-    const char *const *env;    /* overlay applied in a forked child */
     const char *cwd;
     bool new_group;
     bool die_with_parent;
@@ -607,11 +606,10 @@ static _Noreturn void child_fork(struct spawn *s)
     int err = child_setup(s);
     close_inherited(s->chan, s->errfd);
     pthread_mutex_unlock(&reg_lock); /* held by the parent's thread at fork */
-    /* A forked child is single-threaded: environ is its own to change. */
-    for (const char *const *e = s->env; !err && e && *e; e++) {
-        if (strchr(*e, '=') ? putenv((char *)*e) : unsetenv(*e))
-            err = errno;
-    }
+    /* The environment was made by the parent: setenv here could wait for a
+     * lock held by a thread of the parent at fork, forever. */
+    if (s->envp)
+        environ = s->envp;
     llll_sbc *ch = NULL;
     if (!err) {
         int rc = llll_sbc_open(&ch, s->chan, s->chan);
@@ -1370,7 +1368,8 @@ static int proc_create(llll_proc **out, const struct start *st, llll_sbc **chan)
         if (!s.paths)
             rc = -ENOMEM;
     } else {
-        s.env = o->env;
+        if (o->env && !(s.envp = build_env(o->env, NULL)))
+            rc = -ENOMEM;
         /* The child flushes what fn printed; it must not print ours again. */
         fflush(stdout);
         fflush(stderr);
