@@ -29,11 +29,16 @@
  *     socketpairs, thread i calling child i % 2 under a mutex per child.
  *     Alternating, median of 5.
  *
+ * (g) Small maps: llll_pool_map of n trivial items (n = 1, 8, 64, 512) on 2
+ *     workers, against a loop of n llll_pool_call on the same pool from the
+ *     same thread; 200 maps or loops a run, alternating, median of 5. Where
+ *     a map starts to pay for itself.
+ *
  * (e) and (f) also print the lowest and highest ratio of one run to the run
  * just before it, as this machine's state moves between runs.
  *
  * BENCH_SECONDS (default 1) sets the length of one run of (a), (b) and (f);
- * BENCH_PARTS (default "abcdef") the parts to run. */
+ * BENCH_PARTS (default "abcdefg") the parts to run. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -802,9 +807,59 @@ static void bench_callers(void)
         pthread_mutex_destroy(&mu[i]);
 }
 
+/* ------------------------------------------------ (g) maps of a few items */
+
+#define SMALL_ROUNDS 200
+
+/* Seconds for SMALL_ROUNDS maps of n items (map) or loops of n calls. */
+static double small_run(llll_pool *pool, size_t n, bool map)
+{
+    struct sum s = { 0, 0 };
+    llll_buf res = LLLL_BUF_INIT;
+    double t0 = now();
+    for (int r = 0; r < SMALL_ROUNDS; r++) {
+        if (map) {
+            if (llll_pool_map(pool, n, map_arg, map_result, &s, NULL))
+                s.bad++;
+            continue;
+        }
+        for (size_t i = 0; i < n; i++) {
+            uint32_t x = (uint32_t)i;
+            int rc = llll_pool_call(pool, &x, sizeof x, &res);
+            map_result(&s, i, rc, res.data, res.len);
+        }
+    }
+    double t = now() - t0;
+    llll_buf_free(&res);
+    if (s.bad) {
+        fprintf(stderr, "bench/pool: small maps: %zu bad\n", s.bad);
+        exit(1);
+    }
+    return t;
+}
+
+static void bench_small_maps(void)
+{
+    llll_pool *pool = fork_pool(inc_fn);
+    static const size_t ns[] = { 1, 8, 64, 512 };
+    printf("(g) maps of n trivial items against n calls in a loop, one thread, 2 workers, median of %d:\n",
+           RUNS);
+    for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+        double t_call[RUNS], t_map[RUNS];
+        for (int r = 0; r < RUNS; r++) {
+            t_call[r] = small_run(pool, ns[k], false);
+            t_map[r] = small_run(pool, ns[k], true);
+        }
+        double c = median(t_call, RUNS) / SMALL_ROUNDS, m = median(t_map, RUNS) / SMALL_ROUNDS;
+        printf("    n = %3zu   calls %8.1f us   map %8.1f us   map / calls %.2f\n", ns[k], c * 1e6, m * 1e6,
+               m / c);
+    }
+    llll_pool_free(pool);
+}
+
 /* ------------------------------------------------------------------ main */
 
-/* BENCH_PARTS (default "abcdef") selects the parts to run. */
+/* BENCH_PARTS (default "abcdefg") selects the parts to run. */
 static bool part(char c)
 {
     const char *parts = getenv("BENCH_PARTS");
@@ -884,5 +939,7 @@ int main(void)
     llll_pool_free(pool);
     if (part('f'))
         bench_callers();
+    if (part('g'))
+        bench_small_maps();
     return 0;
 }
