@@ -476,6 +476,35 @@ END_TEST
 
 /* ------------------------------------------------------- end, join, kill */
 
+/* The state of process pid as /proc/PID/stat gives it ('R', 'S', 'Z', ...),
+ * or 0 once it is gone. */
+static char proc_state(pid_t pid)
+{
+    char path[64], buf[512] = "";
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *rp = strrchr(buf, ')');
+    return rp && rp[1] == ' ' ? rp[2] : 0;
+}
+
+/* on_end of a child whose first stdout line is a grandchild's pid: notes
+ * whether that grandchild was still running then. */
+static bool grandchild_alive_at_end;
+
+static void on_end_notes_the_grandchild(void *u, int status, const llll_buf *out, const llll_buf *err)
+{
+    cap *c = u;
+    pid_t g = c->nout ? (pid_t)atoi(c->line[0]) : 0;
+    char state = g > 1 ? proc_state(g) : 0;
+    grandchild_alive_at_end = state != 0 && state != 'Z' && state != 'X';
+    on_end(u, status, out, err);
+}
+
 START_TEST(on_end_comes_while_a_grandchild_holds_stdout_open)
 {
     /* The orphaned sleep becomes our child, so we can kill and reap it. */
@@ -484,14 +513,20 @@ START_TEST(on_end_comes_while_a_grandchild_holds_stdout_open)
     cap_init(&c);
     const char *argv[] = {"sh", "-c", "sleep 30 & echo $!", NULL};
     llll_proc_opts o = opts_for(&c);
-    int st = run(argv, &o); /* the case times out if on_end waits for EOF */
+    o.on_end = on_end_notes_the_grandchild;
+    grandchild_alive_at_end = false;
+    int st = run(argv, &o);
     ck_assert_int_eq(st, 0);
     ck_assert_int_eq(c.ends, 1);
     ck_assert_uint_eq(c.nout, 1);
     pid_t g = (pid_t)atoi(c.out.data);
     ck_assert_int_gt(g, 1);
+    /* on_end did not wait for the grandchild to close stdout (it exits). */
+    ck_assert(grandchild_alive_at_end);
     ck_assert_int_eq(kill(g, SIGKILL), 0);
     ck_assert_int_eq(waitpid(g, &st, 0), g);
+    ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
     t_assert_no_child();
     cap_free(&c);
 }
@@ -565,6 +600,8 @@ START_TEST(kill_reaches_the_whole_group_with_new_group)
     ck_assert(WIFSIGNALED(st));
     ck_assert_int_eq(WTERMSIG(st), SIGTERM);
     llll_proc_free(p);
+    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
+    t_assert_no_child();
     cap_free(&c);
 }
 END_TEST
@@ -1103,9 +1140,11 @@ END_TEST
 
 START_TEST(run_timeout_ends_the_whole_group_with_new_group)
 {
-    /* The orphaned sleep becomes our child, so we can see how it ended: by
-     * the SIGTERM sent to the group (else the wait below takes 30 s and the
-     * case times out). */
+    /* The orphaned sleeps become our children, so we can see how they
+     * ended: by the SIGTERM sent to the group (else the wait below takes
+     * 30 s and the case times out). A run that timed out before sh printed
+     * may have left a sleep (or a copy of sh about to exec it) of its
+     * group too: every one is reaped, each ended by the SIGTERM. */
     T_SKIP_UNLESS(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0, "no PR_SET_CHILD_SUBREAPER (qemu-user?)");
     const char *argv[] = {"sh", "-c", "sleep 30 & echo $!; wait", NULL};
     llll_proc_opts o = {.new_group = true};
@@ -1117,8 +1156,18 @@ START_TEST(run_timeout_ends_the_whole_group_with_new_group)
     memcpy(pid, out.data, out.len < sizeof pid - 1 ? out.len : sizeof pid - 1);
     pid_t g = (pid_t)atoi(pid);
     ck_assert_int_gt(g, 1);
-    ck_assert_int_eq(waitpid(g, &st, 0), g);
-    ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM);
+    bool seen = false;
+    pid_t r;
+    while ((r = waitpid(-1, &st, 0)) > 0 || (r < 0 && errno == EINTR)) {
+        if (r < 0)
+            continue;
+        seen |= r == g;
+        ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM, "pid %d: status 0x%x", (int)r, (unsigned)st);
+    }
+    ck_assert_int_eq(errno, ECHILD);
+    ck_assert(seen);
+    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
+    t_assert_no_child();
     llll_buf_free(&out);
 }
 END_TEST
@@ -1481,6 +1530,8 @@ START_TEST(die_with_parent_outlives_the_starting_thread_and_dies_with_the_proces
     int st = reap_orphans(cat);
     ck_assert(WIFSIGNALED(st));
     ck_assert_int_eq(WTERMSIG(st), SIGKILL);
+    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
+    t_assert_no_child();
 }
 END_TEST
 
@@ -1492,6 +1543,8 @@ START_TEST(die_with_parent_with_new_group_kills_the_whole_group)
     int st = reap_orphans(member);
     ck_assert(WIFSIGNALED(st));
     ck_assert_int_eq(WTERMSIG(st), SIGKILL);
+    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
+    t_assert_no_child();
 }
 END_TEST
 
