@@ -319,6 +319,31 @@ START_TEST(start_reports_eacces_for_a_file_that_is_not_executable)
 }
 END_TEST
 
+/* A name over NAME_MAX can be no file in any PATH entry: with a PATH of
+ * 65536 entries and a name of 65534 bytes (whose list of candidates would
+ * take 4 GiB, more than a 32-bit size), start fails at once. */
+START_TEST(start_reports_enametoolong_for_a_name_over_name_max_whatever_the_path)
+{
+    size_t entries = 65536, len = 65534;
+    char *path = malloc(5 + entries);
+    char *name = malloc(len + 1);
+    ck_assert(path && name);
+    memcpy(path, "PATH=", 5);
+    memset(path + 5, ':', entries - 1);
+    path[5 + entries - 1] = '\0';
+    memset(name, 'n', len);
+    name[len] = '\0';
+    const char *env[] = {path, NULL};
+    llll_proc_opts o = {.env = env};
+    llll_proc *p;
+    const char *argv[] = {name, NULL};
+    ck_assert_int_eq(llll_proc_start(&p, argv, &o), -ENAMETOOLONG);
+    t_assert_no_child();
+    free(path);
+    free(name);
+}
+END_TEST
+
 START_TEST(start_reports_the_error_of_a_missing_cwd)
 {
     int fds = t_count_dir("/proc/self/fd");
@@ -1648,6 +1673,7 @@ static Suite *proc_suite(void)
     tcase_add_test(tc, join_reports_death_by_signal);
     tcase_add_test(tc, start_reports_enoent_for_a_missing_program_and_leaves_no_child);
     tcase_add_test(tc, start_reports_eacces_for_a_file_that_is_not_executable);
+    tcase_add_test(tc, start_reports_enametoolong_for_a_name_over_name_max_whatever_the_path);
     tcase_add_test(tc, start_reports_the_error_of_a_missing_cwd);
     tcase_add_test(tc, start_rejects_an_empty_argv);
     tcase_add_test(tc, written_stdin_comes_back_through_cat);
