@@ -1,0 +1,228 @@
+/* What llll.h promises to several threads using one object at once: suite
+ * "threads". Receivers sharing a channel. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "llll.h"
+#include "t.h"
+
+/* ----------------------------------------------------------------- helpers */
+
+static pid_t gettid_(void)
+{
+    return (pid_t)syscall(SYS_gettid);
+}
+
+/* Waits until a thread published its tid in *tid, then until it sleeps. */
+static void wait_blocked(_Atomic pid_t *tid)
+{
+    while (!atomic_load(tid))
+        sched_yield();
+    t_wait_until_sleeping(atomic_load(tid));
+}
+
+static void put_be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+static uint32_t get_be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void raw_write(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        ck_assert_int_gt(w, 0);
+        c += w;
+        n -= (size_t)w;
+    }
+}
+
+/* --------------------------------------------------- receivers of a channel */
+
+#define RECEIVERS 4
+#define FRAMES 400
+
+static size_t frame_len(uint32_t k)
+{
+    return 8 + (size_t)(k * 7919u) % 150000;   /* some above the 64 KiB read buffer */
+}
+
+static unsigned char frame_byte(uint32_t k, size_t i)
+{
+    return (unsigned char)(k * 31u + i * 7u + (i >> 9));
+}
+
+struct receivers {
+    llll_sbc *ch;
+    _Atomic int seen[FRAMES];
+    _Atomic int bad;          /* frames that were not one whole frame sent */
+    _Atomic int errors;       /* returns other than 0 and LLLL_EOF */
+    _Atomic int first_error;
+};
+
+static void *receiver(void *arg)
+{
+    struct receivers *r = arg;
+    llll_buf f = LLLL_BUF_INIT;
+    for (;;) {
+        int rc = llll_sbc_recv(r->ch, &f, -1);
+        if (rc == LLLL_EOF)
+            break;
+        if (rc != 0) {
+            /* The sender's next send then fails too, instead of blocking. */
+            int none = 0;
+            atomic_compare_exchange_strong(&r->first_error, &none, rc);
+            atomic_fetch_add(&r->errors, 1);
+            llll_sbc_shutdown(r->ch);
+            break;
+        }
+        const unsigned char *p = f.data;
+        uint32_t k = f.len >= 4 ? get_be32(p) : UINT32_MAX;
+        bool whole = k < FRAMES && f.len == frame_len(k);
+        for (size_t i = 4; whole && i < f.len; i++)
+            whole = p[i] == frame_byte(k, i);
+        if (whole)
+            atomic_fetch_add(&r->seen[k], 1);
+        else
+            atomic_fetch_add(&r->bad, 1);
+    }
+    llll_buf_free(&f);
+    return NULL;
+}
+
+/* Four threads receive on one channel until its end: every frame sent
+ * reaches exactly one of them, whole. Small socket buffers make frames
+ * arrive in many reads, where two receivers at once would split them. */
+START_TEST(receivers_sharing_a_channel_each_get_whole_frames_and_every_frame_once)
+{
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    int small = 4096;
+    ck_assert_int_eq(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+    ck_assert_int_eq(setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+    llll_sbc *a, *b;
+    ck_assert_int_eq(llll_sbc_open(&a, sv[0], sv[0]), 0);
+    ck_assert_int_eq(llll_sbc_open(&b, sv[1], sv[1]), 0);
+    static struct receivers r;
+    r.ch = b;
+    pthread_t t[RECEIVERS];
+    for (int i = 0; i < RECEIVERS; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, receiver, &r), 0);
+    unsigned char *buf = malloc(150008);
+    ck_assert_ptr_nonnull(buf);
+    int sent = 0;
+    for (uint32_t k = 0; k < FRAMES && sent == 0; k++) {
+        size_t n = frame_len(k);
+        put_be32(buf, k);
+        for (size_t i = 4; i < n; i++)
+            buf[i] = frame_byte(k, i);
+        sent = llll_sbc_send(a, buf, n);
+    }
+    free(buf);
+    llll_sbc_close(a);   /* every receiver then gets LLLL_EOF */
+    for (int i = 0; i < RECEIVERS; i++)
+        ck_assert_int_eq(pthread_join(t[i], NULL), 0);
+    int errors = atomic_load(&r.errors), bad = atomic_load(&r.bad);
+    ck_assert_msg(errors == 0, "%d receives failed, the first with %s", errors,
+                  llll_strerror(atomic_load(&r.first_error)));
+    ck_assert_msg(bad == 0, "%d frames received were not one whole frame sent", bad);
+    ck_assert_int_eq(sent, 0);
+    for (int k = 0; k < FRAMES; k++)
+        ck_assert_msg(atomic_load(&r.seen[k]) == 1, "frame %d received %d times", k, atomic_load(&r.seen[k]));
+    llll_sbc_close(b);
+}
+END_TEST
+
+struct holder {
+    llll_sbc *ch;
+    llll_buf f;
+    _Atomic pid_t tid;
+    _Atomic int rc;
+    _Atomic bool done;
+};
+
+static void *hold_receive_side(void *arg)
+{
+    struct holder *h = arg;
+    atomic_store(&h->tid, gettid_());
+    atomic_store(&h->rc, llll_sbc_recv(h->ch, &h->f, -1));
+    atomic_store(&h->done, true);
+    return NULL;
+}
+
+/* A thread waits inside a receive, half a frame in: another thread's
+ * receive with timeout 0, and with a short timeout, returns -ETIMEDOUT,
+ * its buffer's len unchanged, and the frame reaches the first thread whole
+ * once the rest of it arrives. */
+START_TEST(recv_times_out_while_another_thread_holds_the_receive_side)
+{
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    llll_sbc *ch;
+    ck_assert_int_eq(llll_sbc_open(&ch, sv[0], sv[0]), 0);
+    static struct holder h;
+    h.ch = ch;
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, hold_receive_side, &h), 0);
+    unsigned char wire[4 + 10];
+    put_be32(wire, 10);
+    memcpy(wire + 4, "0123456789", 10);
+    raw_write(sv[1], wire, 4 + 4);
+    /* The holder can only sleep in the read of the rest: the header and 4
+     * bytes of the body are there to be read. */
+    wait_blocked(&h.tid);
+    llll_buf g = LLLL_BUF_INIT;
+    ck_assert_int_eq(llll_buf_set(&g, "kept", 4), 0);
+    ck_assert_int_eq(llll_sbc_recv(ch, &g, 0), -ETIMEDOUT);
+    ck_assert_uint_eq(g.len, 4);
+    ck_assert_int_eq(llll_sbc_recv(ch, &g, 20), -ETIMEDOUT);
+    ck_assert_uint_eq(g.len, 4);
+    ck_assert(!atomic_load(&h.done));
+    raw_write(sv[1], wire + 8, 6);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_int_eq(atomic_load(&h.rc), 0);
+    ck_assert_uint_eq(h.f.len, 10);
+    ck_assert_mem_eq(h.f.data, "0123456789", 10);
+    ck_assert_int_eq(llll_sbc_recv(ch, &g, 0), -ETIMEDOUT);
+    ck_assert_uint_eq(g.len, 4);
+    llll_buf_free(&g);
+    llll_buf_free(&h.f);
+    llll_sbc_close(ch);
+    close(sv[1]);
+}
+END_TEST
+
+static Suite *threads_suite(void)
+{
+    Suite *s = suite_create("threads");
+    TCase *tc = tcase_create("threads");
+    tcase_add_test(tc, receivers_sharing_a_channel_each_get_whole_frames_and_every_frame_once);
+    tcase_add_test(tc, recv_times_out_while_another_thread_holds_the_receive_side);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+T_SUITE(threads_suite)
