@@ -1,5 +1,5 @@
 /* What llll.h promises to several threads using one object at once: suite
- * "threads". Receivers sharing a channel. */
+ * "threads". Receivers sharing a channel, writers sharing a child's stdin. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -58,6 +58,53 @@ static void raw_write(int fd, const void *p, size_t n)
         c += w;
         n -= (size_t)w;
     }
+}
+
+/* Records of text streams: record k of writer t is rec_len(t, k) bytes, all
+ * the letter 'a' + t but the last, which is '\n' (or, with bare, a line of
+ * rec_len - 1 letters that llll_print_line ends with '\n'). Each is larger
+ * than a pipe holds, so that every write of one blocks part-way. */
+#define WRITERS 4
+#define RECORDS 6
+
+static size_t rec_len(int t, int k)
+{
+    return 70000 + (size_t)t * 3001 + (size_t)k * 1009;
+}
+
+static char *make_record(int t, int k)
+{
+    size_t n = rec_len(t, k);
+    char *r = malloc(n);
+    ck_assert_ptr_nonnull(r);
+    memset(r, 'a' + t, n - 1);
+    r[n - 1] = '\n';
+    return r;
+}
+
+/* data holds exactly every writer's records, each whole (one line of one
+ * letter, of its length), each writer's in the order it wrote them. */
+static void assert_whole_records(const char *data, size_t len)
+{
+    int next[WRITERS] = { 0 };
+    size_t pos = 0;
+    while (pos < len) {
+        const char *nl = memchr(data + pos, '\n', len - pos);
+        ck_assert_msg(nl != NULL, "bytes after the last newline, at %zu", pos);
+        size_t n = (size_t)(nl - (data + pos)) + 1;
+        int t = data[pos] - 'a';
+        ck_assert_msg(t >= 0 && t < WRITERS, "a line starting with byte %d at %zu", data[pos], pos);
+        for (size_t i = 0; i < n - 1; i++)
+            if (data[pos + i] != 'a' + t)
+                ck_abort_msg("record %d of writer %d interleaved with another at byte %zu", next[t], t, i);
+        ck_assert_msg(next[t] < RECORDS, "writer %d has more records than it wrote", t);
+        ck_assert_msg(n == rec_len(t, next[t]), "record %d of writer %d is %zu bytes, not %zu", next[t], t, n,
+                      rec_len(t, next[t]));
+        next[t]++;
+        pos += n;
+    }
+    for (int t = 0; t < WRITERS; t++)
+        ck_assert_int_eq(next[t], RECORDS);
 }
 
 /* --------------------------------------------------- receivers of a channel */
@@ -215,12 +262,72 @@ START_TEST(recv_times_out_while_another_thread_holds_the_receive_side)
 }
 END_TEST
 
+/* --------------------------------------------------- writers of one stdin */
+
+struct stdin_writer {
+    llll_proc *p;
+    int t;
+    int rc;
+};
+
+static void *write_records(void *arg)
+{
+    struct stdin_writer *w = arg;
+    for (int k = 0; k < RECORDS && w->rc == 0; k++) {
+        char *r = make_record(w->t, k);
+        w->rc = llll_proc_write(w->p, r, rec_len(w->t, k));
+        free(r);
+    }
+    return NULL;
+}
+
+static llll_buf cat_out;
+static int cat_kept = -1;
+
+static void keep_output(void *userdata, int status, const llll_buf *out, const llll_buf *err)
+{
+    (void)userdata;
+    (void)status;
+    (void)err;
+    cat_kept = out ? llll_buf_set(&cat_out, out->data, out->len) : -EINVAL;
+}
+
+/* Four threads write records larger than a pipe to one child's stdin, which
+ * cat copies to its stdout: each record comes out whole. */
+START_TEST(writes_from_several_threads_reach_the_childs_stdin_whole)
+{
+    const char *argv[] = { "cat", NULL };
+    llll_proc_opts o = { .collect_output = true, .on_end = keep_output };
+    llll_proc *p;
+    ck_assert_int_eq(llll_proc_start(&p, argv, &o), 0);
+    struct stdin_writer w[WRITERS];
+    pthread_t t[WRITERS];
+    for (int i = 0; i < WRITERS; i++) {
+        w[i] = (struct stdin_writer){ p, i, 0 };
+        ck_assert_int_eq(pthread_create(&t[i], NULL, write_records, &w[i]), 0);
+    }
+    for (int i = 0; i < WRITERS; i++) {
+        ck_assert_int_eq(pthread_join(t[i], NULL), 0);
+        ck_assert_int_eq(w[i].rc, 0);
+    }
+    ck_assert_int_eq(llll_proc_close_stdin(p), 0);
+    int status;
+    ck_assert_int_eq(llll_proc_join(p, -1, &status), 0);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    llll_proc_free(p);
+    ck_assert_int_eq(cat_kept, 0);
+    assert_whole_records(cat_out.data, cat_out.len);
+    llll_buf_free(&cat_out);
+}
+END_TEST
+
 static Suite *threads_suite(void)
 {
     Suite *s = suite_create("threads");
     TCase *tc = tcase_create("threads");
     tcase_add_test(tc, receivers_sharing_a_channel_each_get_whole_frames_and_every_frame_once);
     tcase_add_test(tc, recv_times_out_while_another_thread_holds_the_receive_side);
+    tcase_add_test(tc, writes_from_several_threads_reach_the_childs_stdin_whole);
     suite_add_tcase(s, tc);
     return s;
 }
