@@ -1,5 +1,6 @@
 /* What llll.h promises to several threads using one object at once: suite
- * "threads". Receivers sharing a channel, writers sharing a child's stdin. */
+ * "threads". Receivers sharing a channel, writers sharing a child's stdin,
+ * and llll_print_line from several threads. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -321,6 +322,73 @@ START_TEST(writes_from_several_threads_reach_the_childs_stdin_whole)
 }
 END_TEST
 
+/* ------------------------------------------------ printers of whole lines */
+
+struct drain {
+    int fd;
+    llll_buf got;
+};
+
+static void *drain_fd(void *arg)
+{
+    struct drain *d = arg;
+    for (;;) {
+        if (llll_buf_reserve(&d->got, d->got.len + 65536) < 0)
+            break;
+        ssize_t r = read(d->fd, (char *)d->got.data + d->got.len, 65536);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        d->got.len += (size_t)r;
+    }
+    return NULL;
+}
+
+static void *print_records(void *arg)
+{
+    int t = *(int *)arg;
+    for (int k = 0; k < RECORDS; k++) {
+        char *r = make_record(t, k);
+        /* Every other line without its newline: llll_print_line adds it. */
+        bool bare = (t + k) % 2 == 0;
+        llll_print_line(NULL, r, rec_len(t, k) - bare);
+        free(r);
+    }
+    return NULL;
+}
+
+/* Four threads print lines larger than a pipe holds to this process's
+ * stdout, a pipe read by another thread: every line comes out whole. */
+START_TEST(lines_printed_from_several_threads_never_interleave)
+{
+    int pfd[2];
+    ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+    fflush(stdout);
+    int saved = dup(1);
+    ck_assert_int_ge(saved, 0);
+    ck_assert_int_eq(dup2(pfd[1], 1), 1);
+    close(pfd[1]);
+    static struct drain d;
+    d.fd = pfd[0];
+    pthread_t dt, t[WRITERS];
+    ck_assert_int_eq(pthread_create(&dt, NULL, drain_fd, &d), 0);
+    int ids[WRITERS];
+    for (int i = 0; i < WRITERS; i++) {
+        ids[i] = i;
+        ck_assert_int_eq(pthread_create(&t[i], NULL, print_records, &ids[i]), 0);
+    }
+    for (int i = 0; i < WRITERS; i++)
+        ck_assert_int_eq(pthread_join(t[i], NULL), 0);
+    ck_assert_int_eq(dup2(saved, 1), 1);   /* the pipe's last write end: EOF */
+    close(saved);
+    ck_assert_int_eq(pthread_join(dt, NULL), 0);
+    close(pfd[0]);
+    assert_whole_records(d.got.data, d.got.len);
+    llll_buf_free(&d.got);
+}
+END_TEST
+
 static Suite *threads_suite(void)
 {
     Suite *s = suite_create("threads");
@@ -328,6 +396,7 @@ static Suite *threads_suite(void)
     tcase_add_test(tc, receivers_sharing_a_channel_each_get_whole_frames_and_every_frame_once);
     tcase_add_test(tc, recv_times_out_while_another_thread_holds_the_receive_side);
     tcase_add_test(tc, writes_from_several_threads_reach_the_childs_stdin_whole);
+    tcase_add_test(tc, lines_printed_from_several_threads_never_interleave);
     suite_add_tcase(s, tc);
     return s;
 }
