@@ -1,6 +1,7 @@
 /* What llll.h promises to several threads using one object at once: suite
  * "threads". Receivers sharing a channel, writers sharing a child's stdin,
- * and llll_print_line from several threads. */
+ * callers queued on a pool with call_timeout_ms, and llll_print_line from
+ * several threads. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -389,6 +390,133 @@ START_TEST(lines_printed_from_several_threads_never_interleave)
 }
 END_TEST
 
+/* ------------------------------------------- callers of a pool, queued */
+
+/* The worker's fn (a forked copy of this process): appends the argument's
+ * first byte to the log pipe, then for 'h' says so on the entered pipe and
+ * waits for a byte on the hold pipe, for 'p' dies; it answers the argument. */
+static int tw_log[2], tw_entered[2], tw_hold[2];
+
+static int logging_fn(void *ctx, const void *arg, size_t len, llll_buf *res)
+{
+    (void)ctx;
+    char c = len ? *(const char *)arg : '?', x;
+    if (write(tw_log[1], &c, 1) != 1)
+        return 1;
+    if (c == 'h' && (write(tw_entered[1], &c, 1) != 1 || read(tw_hold[0], &x, 1) != 1))
+        return 1;
+    if (c == 'p')
+        raise(SIGKILL);
+    return llll_buf_set(res, arg, len);
+}
+
+struct caller {
+    llll_pool *p;
+    char c;
+    _Atomic pid_t tid;
+    int rc;
+    llll_buf res;
+};
+
+static void *call_once(void *arg)
+{
+    struct caller *c = arg;
+    atomic_store(&c->tid, gettid_());
+    c->rc = llll_pool_call(c->p, &c->c, 1, &c->res);
+    return NULL;
+}
+
+/* One worker with call_timeout_ms, held by a call of 'h' (its fn waits);
+ * then the calls of queued[] start, one at a time, each once the one before
+ * sleeps waiting for the worker; then the worker is let go. Returns the
+ * pool; the callers' outcomes in c[], their fn runs in the order logged. */
+static llll_pool *queue_behind_a_held_worker(const char *queued, struct caller *c, char *log, size_t logsize)
+{
+    ck_assert_int_eq(pipe2(tw_log, O_CLOEXEC), 0);
+    ck_assert_int_eq(pipe2(tw_entered, O_CLOEXEC), 0);
+    ck_assert_int_eq(pipe2(tw_hold, O_CLOEXEC), 0);
+    llll_pool_opts o = { .call_timeout_ms = 60000 };
+    llll_pool *p;
+    ck_assert_int_eq(llll_pool_fork(&p, logging_fn, NULL, 1, &o), 0);
+    size_t n = strlen(queued);
+    pthread_t th, t[16];
+    ck_assert_uint_le(n, 16);
+    static struct caller h;
+    h = (struct caller){ .p = p, .c = 'h' };
+    ck_assert_int_eq(pthread_create(&th, NULL, call_once, &h), 0);
+    char x;
+    ck_assert_int_eq(read(tw_entered[0], &x, 1), 1);   /* the worker is held */
+    for (size_t k = 0; k < n; k++) {
+        c[k] = (struct caller){ .p = p, .c = queued[k] };
+        ck_assert_int_eq(pthread_create(&t[k], NULL, call_once, &c[k]), 0);
+        wait_blocked(&c[k].tid);
+    }
+    ck_assert_int_eq(write(tw_hold[1], "x", 1), 1);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    ck_assert_int_eq(h.rc, 0);
+    llll_buf_free(&h.res);
+    for (size_t k = 0; k < n; k++)
+        ck_assert_int_eq(pthread_join(t[k], NULL), 0);
+    /* Every fn run wrote its byte before its call returned. */
+    ck_assert_int_eq(fcntl(tw_log[0], F_SETFL, O_NONBLOCK), 0);
+    ssize_t got = read(tw_log[0], log, logsize - 1);
+    ck_assert_int_gt(got, 0);
+    log[got] = '\0';
+    for (int i = 0; i < 2; i++) {
+        close(tw_log[i]);
+        close(tw_entered[i]);
+        close(tw_hold[i]);
+    }
+    return p;
+}
+
+/* With call_timeout_ms, calls that queue for the one worker run in the
+ * order they arrived. */
+START_TEST(with_call_timeout_queued_calls_run_oldest_first)
+{
+    struct caller c[5];
+    char log[64];
+    llll_pool *p = queue_behind_a_held_worker("bcdef", c, log, sizeof log);
+    ck_assert_str_eq(log, "hbcdef");
+    for (int k = 0; k < 5; k++) {
+        ck_assert_int_eq(c[k].rc, 0);
+        ck_assert_uint_eq(c[k].res.len, 1);
+        ck_assert_int_eq(*(char *)c[k].res.data, c[k].c);
+        llll_buf_free(&c[k].res);
+    }
+    llll_pool_free(p);
+    t_assert_no_child();
+}
+END_TEST
+
+/* With call_timeout_ms, queued calls are never run together: each goes in
+ * a request of its own, whichever thread sends it (the thread that held the
+ * worker runs queued calls, and after a few hands the worker on to the next
+ * waiting caller, which runs its own: eleven calls make both happen). Had a
+ * call shared a request with the 'p' after it, the worker dying in 'p'
+ * would have left it unanswered, and it would run again (as would 'p',
+ * alone). So each runs once, and only 'p' fails. */
+START_TEST(with_call_timeout_queued_calls_run_one_per_request)
+{
+    static const char queued[] = "bcdefgijkpm";
+    enum { N = sizeof queued - 1 };
+    struct caller c[N];
+    char log[64];
+    llll_pool *p = queue_behind_a_held_worker(queued, c, log, sizeof log);
+    ck_assert_str_eq(log, "hbcdefgijkpm");
+    for (int k = 0; k < N; k++) {
+        ck_assert_int_eq(c[k].rc, c[k].c == 'p' ? -ECONNRESET : 0);
+        llll_buf_free(&c[k].res);
+    }
+    llll_pool_stats st;
+    llll_pool_get_stats(p, &st);
+    ck_assert_uint_eq(st.crashes, 1);
+    ck_assert_uint_eq(st.respawns, 1);
+    llll_pool_free(p);
+    t_assert_no_child();
+}
+END_TEST
+
 static Suite *threads_suite(void)
 {
     Suite *s = suite_create("threads");
@@ -397,6 +525,8 @@ static Suite *threads_suite(void)
     tcase_add_test(tc, recv_times_out_while_another_thread_holds_the_receive_side);
     tcase_add_test(tc, writes_from_several_threads_reach_the_childs_stdin_whole);
     tcase_add_test(tc, lines_printed_from_several_threads_never_interleave);
+    tcase_add_test(tc, with_call_timeout_queued_calls_run_oldest_first);
+    tcase_add_test(tc, with_call_timeout_queued_calls_run_one_per_request);
     suite_add_tcase(s, tc);
     return s;
 }
