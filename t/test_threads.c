@@ -1,7 +1,7 @@
 /* What llll.h promises to several threads using one object at once: suite
  * "threads". Receivers sharing a channel, writers sharing a child's stdin,
- * callers queued on a pool with call_timeout_ms, and llll_print_line from
- * several threads. */
+ * callers queued on a pool with call_timeout_ms, a generator freed while its
+ * thread is inside fn, and llll_print_line from several threads. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -517,6 +517,74 @@ START_TEST(with_call_timeout_queued_calls_run_one_per_request)
 }
 END_TEST
 
+/* ------------------------------------------- a generator freed during fn */
+
+static _Atomic int gen_calls;
+static sem_t gen_inside, gen_release;
+static int gen_items[2];   /* static: an item the library freed would crash */
+
+/* Item 0 fills the queue (capacity 1); the second call waits inside fn
+ * until the test lets it return item 1; later calls end the generator. */
+static void *held_gen_fn(void *ctx)
+{
+    (void)ctx;
+    int n = atomic_fetch_add(&gen_calls, 1) + 1;
+    if (n == 1)
+        return &gen_items[0];
+    if (n == 2) {
+        sem_post(&gen_inside);
+        while (sem_wait(&gen_release) < 0 && errno == EINTR) {
+        }
+        return &gen_items[1];
+    }
+    return NULL;
+}
+
+struct freer {
+    llll_gen *g;
+    _Atomic pid_t tid;
+    _Atomic bool done;
+};
+
+static void *free_gen(void *arg)
+{
+    struct freer *f = arg;
+    atomic_store(&f->tid, gettid_());
+    llll_gen_free(f->g);
+    atomic_store(&f->done, true);
+    return NULL;
+}
+
+/* llll_gen_free while the generator's thread is inside fn: free waits for
+ * fn to return, drops the item it made (not freed: the items are static),
+ * and fn is called no more. */
+START_TEST(gen_free_waits_for_a_thread_inside_fn_and_calls_fn_no_more)
+{
+    atomic_store(&gen_calls, 0);
+    ck_assert_int_eq(sem_init(&gen_inside, 0, 0), 0);
+    ck_assert_int_eq(sem_init(&gen_release, 0, 0), 0);
+    llll_gen *g;
+    ck_assert_int_eq(llll_gen_new(&g, held_gen_fn, NULL, 1, 1), 0);
+    while (sem_wait(&gen_inside) < 0 && errno == EINTR) {
+    }
+    static struct freer f;
+    f.g = g;
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, free_gen, &f), 0);
+    wait_blocked(&f.tid);
+    ck_assert_msg(!atomic_load(&f.done), "llll_gen_free returned while fn was running");
+    int calls = atomic_load(&gen_calls);
+    ck_assert_int_eq(calls, 2);
+    ck_assert_int_eq(sem_post(&gen_release), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert(atomic_load(&f.done));
+    calls = atomic_load(&gen_calls);
+    ck_assert_msg(calls == 2, "fn was called %d times, %d after llll_gen_free began", calls, calls - 2);
+    sem_destroy(&gen_inside);
+    sem_destroy(&gen_release);
+}
+END_TEST
+
 static Suite *threads_suite(void)
 {
     Suite *s = suite_create("threads");
@@ -527,6 +595,7 @@ static Suite *threads_suite(void)
     tcase_add_test(tc, lines_printed_from_several_threads_never_interleave);
     tcase_add_test(tc, with_call_timeout_queued_calls_run_oldest_first);
     tcase_add_test(tc, with_call_timeout_queued_calls_run_one_per_request);
+    tcase_add_test(tc, gen_free_waits_for_a_thread_inside_fn_and_calls_fn_no_more);
     suite_add_tcase(s, tc);
     return s;
 }
