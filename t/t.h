@@ -159,13 +159,16 @@ static inline bool t_as_limit_bites(void)
  * call under test: nothing else it does after publishing tid can sleep), or
  * has ended (the caller's checks of its result then tell what went wrong).
  * There is no event for "blocked in read" or "blocked in a condition wait",
- * so this polls /proc/self/task/TID/stat; the case's timeout bounds it and no
- * result depends on how long it takes. */
+ * so this polls /proc/self/task/TID/stat, yielding between polls; no result
+ * depends on how long it takes. The polls are bounded (also under CK_FORK=no,
+ * with no case timeout): a million take seconds, far longer than any call
+ * under test needs to block, and the thread that never sleeps fails the
+ * test. */
 static inline void t_wait_until_sleeping(pid_t tid)
 {
     char path[64];
     snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-    for (;;) {
+    for (long i = 0; i < 1000000; i++) {
         char buf[512] = "";
         FILE *f = fopen(path, "r");
         if (!f)
@@ -179,6 +182,7 @@ static inline void t_wait_until_sleeping(pid_t tid)
             return;
         sched_yield();
     }
+    ck_abort_msg("thread %d never slept in the call under test", (int)tid);
 }
 
 #endif
