@@ -862,16 +862,18 @@ static void *blocked_receiver(void *arg)
     return NULL;
 }
 
+/* The frame is allocated before the tid is published: the waiter must see
+ * this thread sleep in the send, not in the allocation. */
 static void *blocked_sender(void *arg)
 {
     struct blocked *b = arg;
+    size_t n = BIG_FRAME;   /* far more than the socket buffers hold */
+    void *data = calloc(1, n);
     pthread_mutex_lock(&b->mu);
     b->tid = gettid();
     b->started = true;
     pthread_cond_signal(&b->cv);
     pthread_mutex_unlock(&b->mu);
-    size_t n = BIG_FRAME;   /* far more than the socket buffers hold */
-    void *data = calloc(1, n);
     b->rc = data ? llll_sbc_send(b->ch, data, n) : -ENOMEM;
     free(data);
     return NULL;
