@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -612,6 +613,97 @@ START_TEST(fifo_get_on_an_empty_queue_times_out_after_timeout_ms)
 }
 END_TEST
 
+/* A thread inside one put or get (or llll_gen_get) whose finite timeout is
+ * far longer than the case: it publishes its tid, then calls; the test waits
+ * until it sleeps in the call, then lets it through. */
+enum { LONG_MS = 60000 };
+
+typedef struct {
+    llll_fifo *q;
+    llll_gen *g;
+    void *item;                 /* put's item; get's result */
+    int rc;
+    pid_t tid;
+    sem_t started;
+} waiter;
+
+static void *fifo_get_waiter(void *arg)
+{
+    waiter *w = arg;
+    w->tid = gettid();
+    sem_post(&w->started);
+    w->rc = llll_fifo_get(w->q, &w->item, LONG_MS);
+    return NULL;
+}
+
+static void *fifo_put_waiter(void *arg)
+{
+    waiter *w = arg;
+    w->tid = gettid();
+    sem_post(&w->started);
+    w->rc = llll_fifo_put(w->q, w->item, LONG_MS);
+    return NULL;
+}
+
+static void *gen_get_waiter(void *arg)
+{
+    waiter *w = arg;
+    w->tid = gettid();
+    sem_post(&w->started);
+    w->rc = llll_gen_get(w->g, &w->item, LONG_MS);
+    return NULL;
+}
+
+/* Starts fn on w and returns once that thread sleeps inside its call. */
+static void start_waiter(waiter *w, void *(*fn)(void *), pthread_t *t)
+{
+    w->rc = 1;
+    ck_assert_int_eq(sem_init(&w->started, 0, 0), 0);
+    ck_assert_int_eq(pthread_create(t, NULL, fn, w), 0);
+    while (sem_wait(&w->started) != 0)
+        ck_assert_int_eq(errno, EINTR);
+    t_wait_until_sleeping(w->tid);
+}
+
+START_TEST(fifo_get_with_a_finite_timeout_waits_for_a_put)
+{
+    llll_fifo *q;
+    ck_assert_int_eq(llll_fifo_new(&q, 2), 0);
+    waiter w = {.q = q, .item = P(99)};
+    pthread_t t;
+    start_waiter(&w, fifo_get_waiter, &t);
+    ck_assert_int_eq(llll_fifo_put(q, P(7), 0), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_int_eq(w.rc, 0);
+    ck_assert_uint_eq(U(w.item), 7);
+    void *item;
+    ck_assert_int_eq(llll_fifo_get(q, &item, 0), -ETIMEDOUT);
+    sem_destroy(&w.started);
+    llll_fifo_free(q);
+}
+END_TEST
+
+START_TEST(fifo_put_on_a_full_queue_with_a_finite_timeout_waits_for_a_get)
+{
+    llll_fifo *q;
+    ck_assert_int_eq(llll_fifo_new(&q, 1), 0);
+    ck_assert_int_eq(llll_fifo_put(q, P(1), 0), 0);
+    waiter w = {.q = q, .item = P(2)};
+    pthread_t t;
+    start_waiter(&w, fifo_put_waiter, &t);
+    void *item = NULL;
+    ck_assert_int_eq(llll_fifo_get(q, &item, 0), 0);
+    ck_assert_uint_eq(U(item), 1);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_int_eq(w.rc, 0);
+    ck_assert_int_eq(llll_fifo_get(q, &item, 0), 0);
+    ck_assert_uint_eq(U(item), 2);
+    ck_assert_int_eq(llll_fifo_get(q, &item, 0), -ETIMEDOUT);
+    sem_destroy(&w.started);
+    llll_fifo_free(q);
+}
+END_TEST
+
 enum { PRODUCERS = 4, CONSUMERS = 4, PER_PRODUCER = 25000 };
 
 typedef struct {
@@ -698,6 +790,8 @@ static Suite *fifo_suite(void)
     tcase_add_test(tc, fifo_put_on_a_full_queue_with_timeout_0_fails_and_changes_nothing);
     tcase_add_test(tc, fifo_put_on_a_full_queue_times_out_after_timeout_ms);
     tcase_add_test(tc, fifo_get_on_an_empty_queue_times_out_after_timeout_ms);
+    tcase_add_test(tc, fifo_get_with_a_finite_timeout_waits_for_a_put);
+    tcase_add_test(tc, fifo_put_on_a_full_queue_with_a_finite_timeout_waits_for_a_get);
     tcase_add_test(tc, fifo_carries_100000_items_through_4_producers_and_4_consumers_without_loss_or_duplicates);
     suite_add_tcase(s, tc);
     return s;
@@ -795,6 +889,27 @@ START_TEST(gen_get_times_out_while_no_item_is_ready)
 }
 END_TEST
 
+START_TEST(gen_get_with_a_finite_timeout_waits_for_the_generator)
+{
+    count_ctx c = COUNT_CTX(10);
+    c.block = true;
+    llll_gen *g;
+    ck_assert_int_eq(llll_gen_new(&g, count_fn, &c, 1, 4), 0);
+    waiter w = {.g = g, .item = P(99)};
+    pthread_t t;
+    start_waiter(&w, gen_get_waiter, &t);
+    pthread_mutex_lock(&c.mu);
+    c.release = true;
+    pthread_cond_broadcast(&c.cv);
+    pthread_mutex_unlock(&c.mu);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_int_eq(w.rc, 0);
+    ck_assert_uint_eq(U(w.item), 1);
+    sem_destroy(&w.started);
+    llll_gen_free(g);
+}
+END_TEST
+
 START_TEST(gen_free_returns_while_its_threads_are_blocked_on_a_full_queue)
 {
     enum { NTHREAD = 3, CAP = 5 };
@@ -853,6 +968,7 @@ static Suite *gen_suite(void)
     tcase_add_test(tc, gen_of_one_thread_and_capacity_one_delivers_every_item_then_eof);
     tcase_add_test(tc, gen_of_zero_threads_uses_the_processors_and_delivers_every_item);
     tcase_add_test(tc, gen_get_times_out_while_no_item_is_ready);
+    tcase_add_test(tc, gen_get_with_a_finite_timeout_waits_for_the_generator);
     tcase_add_test(tc, gen_free_returns_while_its_threads_are_blocked_on_a_full_queue);
     tcase_add_test(tc, gen_free_of_an_untouched_generator_returns);
     tcase_add_test(tc, gen_new_rejects_capacity_zero_and_a_missing_fn);
