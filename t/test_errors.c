@@ -312,6 +312,24 @@ START_TEST(pool_functions_refuse_a_null_pool_and_read_zero_from_it)
 }
 END_TEST
 
+START_TEST(pool_call_refuses_a_null_result_or_a_null_arg_with_a_length)
+{
+    llll_pool *p;
+    ck_assert_int_eq(llll_pool_fork(&p, echo_fn, NULL, 1, NULL), 0);
+    llll_buf r = LLLL_BUF_INIT;
+    ck_assert_int_eq(llll_pool_call(p, "x", 1, NULL), -EINVAL);
+    ck_assert_int_eq(llll_pool_call(p, NULL, 1, &r), -EINVAL);
+    /* NULL with length 0 is an empty argument, and the pool still works. */
+    ck_assert_int_eq(llll_pool_call(p, NULL, 0, &r), 0);
+    ck_assert_uint_eq(r.len, 0);
+    ck_assert_int_eq(llll_pool_call(p, "hi", 2, &r), 0);
+    ck_assert_uint_eq(r.len, 2);
+    ck_assert_int_eq(memcmp(r.data, "hi", 2), 0);
+    llll_buf_free(&r);
+    llll_pool_free(p);
+}
+END_TEST
+
 START_TEST(pool_starts_refuse_hosts_without_a_slot_or_launched_from_a_fork)
 {
     const char *argv[] = {"/bin/true", NULL};
@@ -369,6 +387,7 @@ static Suite *errors_suite(void)
     tcase_add_test(tc, serve_returns_0_when_the_master_goes_away_while_fn_runs);
     tcase_add_test(tc, serve_reports_a_master_gone_before_the_hello);
     tcase_add_test(tc, pool_functions_refuse_a_null_pool_and_read_zero_from_it);
+    tcase_add_test(tc, pool_call_refuses_a_null_result_or_a_null_arg_with_a_length);
     tcase_add_test(tc, pool_starts_refuse_hosts_without_a_slot_or_launched_from_a_fork);
     tcase_add_test(tc, instance_start_refuses_code_on_a_stdio_channel);
     tcase_add_test(tc, sbc_peek_gives_0_for_a_null_channel_or_buffer);

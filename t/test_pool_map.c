@@ -976,6 +976,18 @@ END_TEST
 START_TEST(map_rejects_null_arguments)
 {
     ck_assert_int_eq(llll_pool_map(NULL, 1, arg_fn, result_fn, NULL, NULL), -EINVAL);
+    /* On a live pool: a missing arg or result callback is refused before
+     * any item is fetched or delivered, and the pool still maps. */
+    no_work_twists();
+    llll_pool *p = fork_pool(1, NULL);
+    struct run r;
+    run_init(&r);
+    ck_assert_int_eq(llll_pool_map(p, 3, NULL, result_fn, &r, NULL), -EINVAL);
+    ck_assert_int_eq(llll_pool_map(p, 3, arg_fn, NULL, &r, NULL), -EINVAL);
+    ck_assert_uint_eq(r.next, 0);
+    ck_assert_int_eq(llll_pool_map(p, 3, arg_fn, result_fn, &r, NULL), 0);
+    ck_assert_uint_eq(r.ok, 3);
+    llll_pool_free(p);
 }
 END_TEST
 
