@@ -83,6 +83,25 @@ START_TEST(map_of_zero_items_returns_0_without_calling_fn)
 }
 END_TEST
 
+START_TEST(map_rejects_a_null_fn_or_mapper_and_runs_nothing)
+{
+    llll_mapper *m;
+    ck_assert_int_eq(llll_mapper_new(&m, 2), 0);
+    /* Through the workers (many items) and on the caller alone (one). */
+    ck_assert_int_eq(llll_mapper_map(m, 1000, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(llll_mapper_map(m, 1, NULL, NULL), -EINVAL);
+    atomic_int calls = 0;
+    ck_assert_int_eq(llll_mapper_map(NULL, 10, never_called_fn, &calls), -EINVAL);
+    ck_assert_int_eq(atomic_load(&calls), 0);
+    /* The mapper still maps. */
+    fill_ctx c;
+    fill_init(&c, 1000, 5);
+    ck_assert_int_eq(llll_mapper_map(m, 1000, fill_fn, &c), 0);
+    fill_check(&c, 1000);
+    llll_mapper_free(m);
+}
+END_TEST
+
 START_TEST(map_of_one_item_calls_fn_once_with_index_0)
 {
     map_and_check(2, 1);
@@ -511,6 +530,7 @@ static Suite *mapper_suite(void)
     TCase *tc = tcase_create("mapper");
     tcase_set_timeout(tc, 20);
     tcase_add_test(tc, map_of_zero_items_returns_0_without_calling_fn);
+    tcase_add_test(tc, map_rejects_a_null_fn_or_mapper_and_runs_nothing);
     tcase_add_test(tc, map_of_one_item_calls_fn_once_with_index_0);
     tcase_add_test(tc, map_of_a_million_items_runs_each_index_exactly_once);
     tcase_add_test(tc, map_of_a_million_items_on_four_threads_runs_each_index_exactly_once);
