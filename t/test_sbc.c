@@ -577,6 +577,52 @@ START_TEST(a_frame_cut_by_a_timeout_is_completed_by_the_next_receive)
 }
 END_TEST
 
+/* peek copies the bytes this end received and did not deliver, in the order
+ * they arrived: the header of the frame being received, its body bytes kept
+ * across a timeout, and what was read after them (a receive reads what has
+ * arrived, up to its buffer); at most n of them. */
+START_TEST(peek_gives_the_bytes_received_but_not_delivered_in_arrival_order)
+{
+    int sv[2];
+    llll_sbc *ch = open_on_raw_pair(sv);
+    unsigned char got[64];
+    ck_assert_uint_eq(llll_sbc_peek(ch, got, sizeof got), 0);
+
+    /* A frame of 10 bytes cut short after 3 by a timeout. */
+    llll_buf f = LLLL_BUF_INIT;
+    raw_write(sv[1], "\0\0\0\x0a" "abc", 7);
+    ck_assert_int_eq(llll_sbc_recv(ch, &f, 0), -ETIMEDOUT);
+    ck_assert_uint_eq(llll_sbc_peek(ch, got, sizeof got), 7);
+    ck_assert_mem_eq(got, "\0\0\0\x0a" "abc", 7);
+    memset(got, '#', sizeof got);
+    ck_assert_uint_eq(llll_sbc_peek(ch, got, 5), 5);
+    ck_assert_mem_eq(got, "\0\0\0\x0a" "a#", 6);
+
+    /* Its rest and a whole frame arrive together: the first is delivered,
+     * the second was read with it and waits. */
+    raw_write(sv[1], "defghij" "\0\0\0\x02" "xy", 13);
+    ck_assert_int_eq(llll_sbc_recv(ch, &f, -1), 0);
+    ck_assert_uint_eq(f.len, 10);
+    ck_assert_mem_eq(f.data, "abcdefghij", 10);
+    ck_assert_uint_eq(llll_sbc_peek(ch, got, sizeof got), 6);
+    ck_assert_mem_eq(got, "\0\0\0\x02" "xy", 6);
+    ck_assert_int_eq(llll_sbc_recv(ch, &f, -1), 0);
+    ck_assert_uint_eq(f.len, 2);
+    ck_assert_mem_eq(f.data, "xy", 2);
+    ck_assert_uint_eq(llll_sbc_peek(ch, got, sizeof got), 0);
+
+    /* A peer that does not speak frames: its first bytes read as a header
+     * that is refused, and peek gives its text from the start. */
+    raw_write(sv[1], "SSH-2.0-x\r\n", 11);
+    ck_assert_int_eq(llll_sbc_recv(ch, &f, -1), -EMSGSIZE);
+    ck_assert_uint_eq(llll_sbc_peek(ch, got, sizeof got), 11);
+    ck_assert_mem_eq(got, "SSH-2.0-x\r\n", 11);
+    llll_buf_free(&f);
+    llll_sbc_close(ch);
+    close(sv[1]);
+}
+END_TEST
+
 /* ------------------------------------------------------------ codecs */
 
 struct point {
@@ -1092,6 +1138,7 @@ static Suite *sbc_suite(void)
     tcase_add_test(tc, a_receive_timeout_gives_etimedout_and_a_later_frame_arrives_intact);
     tcase_add_test(tc, timeout_0_on_an_empty_channel_returns_without_waiting);
     tcase_add_test(tc, a_frame_cut_by_a_timeout_is_completed_by_the_next_receive);
+    tcase_add_test(tc, peek_gives_the_bytes_received_but_not_delivered_in_arrival_order);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("codecs and buffers");
