@@ -155,6 +155,52 @@ static inline bool t_as_limit_bites(void)
     return p == NULL;
 }
 
+/* The fields of a /proc/.../stat file after the command: the state ('R',
+ * 'S', 'Z', ...) and the parent's pid. false when the file is gone. */
+static inline bool t_stat_of(const char *path, char *state, int *ppid)
+{
+    char buf[512] = "";
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *rp = strrchr(buf, ')');
+    ck_assert_ptr_nonnull(rp);
+    int pp = 0;
+    char st = 0;
+    if (sscanf(rp + 1, " %c %d", &st, &pp) < 1)
+        return false;
+    if (state)
+        *state = st;
+    if (ppid)
+        *ppid = pp;
+    return true;
+}
+
+/* The same of process pid. */
+static inline bool t_proc_stat(pid_t pid, char *state, int *ppid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    return t_stat_of(path, state, ppid);
+}
+
+/* Writes all n bytes of p to fd by hand (a peer that is not the library). */
+static inline void t_raw_write(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        ck_assert_int_gt(w, 0);
+        c += w;
+        n -= (size_t)w;
+    }
+}
+
 /* Waits until thread tid sleeps in the kernel (it is then blocked inside the
  * call under test: nothing else it does after publishing tid can sleep), or
  * has ended (the caller's checks of its result then tell what went wrong).
@@ -169,16 +215,10 @@ static inline void t_wait_until_sleeping(pid_t tid)
     char path[64];
     snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
     for (long i = 0; i < 1000000; i++) {
-        char buf[512] = "";
-        FILE *f = fopen(path, "r");
-        if (!f)
+        char state;
+        if (!t_stat_of(path, &state, NULL))
             return;
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        const char *rp = strrchr(buf, ')');
-        ck_assert_ptr_nonnull(rp);
-        if (rp[1] == ' ' && rp[2] == 'S')
+        if (state == 'S')
             return;
         sched_yield();
     }

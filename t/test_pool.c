@@ -502,18 +502,8 @@ static void storm_note(struct storm *s, pid_t pid)
 /* pid is still a child of this process (not reaped, so not recycled). */
 static int is_our_child(pid_t pid)
 {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *close_paren = strrchr(buf, ')');
     int ppid = 0;
-    char state;
-    return close_paren && sscanf(close_paren + 1, " %c %d", &state, &ppid) == 2 && ppid == getpid();
+    return t_proc_stat(pid, NULL, &ppid) && ppid == getpid();
 }
 
 /* SIGKILLs pid only if it is still our child: through a pidfd opened before

@@ -501,22 +501,6 @@ END_TEST
 
 /* ------------------------------------------------------- end, join, kill */
 
-/* The state of process pid as /proc/PID/stat gives it ('R', 'S', 'Z', ...),
- * or 0 once it is gone. */
-static char proc_state(pid_t pid)
-{
-    char path[64], buf[512] = "";
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *rp = strrchr(buf, ')');
-    return rp && rp[1] == ' ' ? rp[2] : 0;
-}
-
 /* on_end of a child whose first stdout line is a grandchild's pid: notes
  * whether that grandchild was still running then. */
 static bool grandchild_alive_at_end;
@@ -525,7 +509,9 @@ static void on_end_notes_the_grandchild(void *u, int status, const llll_buf *out
 {
     cap *c = u;
     pid_t g = c->nout ? (pid_t)atoi(c->line[0]) : 0;
-    char state = g > 1 ? proc_state(g) : 0;
+    char state = 0;
+    if (g > 1)
+        t_proc_stat(g, &state, NULL);
     grandchild_alive_at_end = state != 0 && state != 'Z' && state != 'X';
     on_end(u, status, out, err);
 }

@@ -32,18 +32,6 @@ static llll_sbc *open_on_raw_pair(int sv[2])
     return ch;
 }
 
-static void raw_write(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        ck_assert_int_gt(w, 0);
-        c += w;
-        n -= (size_t)w;
-    }
-}
 
 static void raw_read(int fd, void *p, size_t n)
 {
@@ -220,7 +208,7 @@ START_TEST(a_header_claiming_4_gib_gives_emsgsize_without_allocating)
     int sv[2];
     llll_sbc *ch = open_on_raw_pair(sv);
     unsigned char hdr[4] = { 0xff, 0xff, 0xff, 0xff };
-    raw_write(sv[1], hdr, 4);
+    t_raw_write(sv[1], hdr, 4);
     /* The writer stays open: a reader waiting for the body would hang. */
     llll_buf f = LLLL_BUF_INIT;
     ck_assert_int_eq(llll_sbc_recv(ch, &f, -1), -EMSGSIZE);
@@ -243,7 +231,7 @@ START_TEST(a_header_over_a_lowered_max_gives_emsgsize_with_the_buffer_unchanged)
     unsigned char wire[4 + 100];
     put_be32(wire, 100);
     memset(wire + 4, 'x', 100);
-    raw_write(sv[1], wire, sizeof wire);
+    t_raw_write(sv[1], wire, sizeof wire);
     llll_buf f = LLLL_BUF_INIT;
     ck_assert_int_eq(llll_sbc_recv(ch, &f, -1), 0);
     ck_assert_uint_eq(f.len, 100);
@@ -252,7 +240,7 @@ START_TEST(a_header_over_a_lowered_max_gives_emsgsize_with_the_buffer_unchanged)
 
     unsigned char hdr[4];
     put_be32(hdr, 101);
-    raw_write(sv[1], hdr, 4);
+    t_raw_write(sv[1], hdr, 4);
     ck_assert_int_eq(llll_sbc_recv(ch, &f, -1), -EMSGSIZE);
     ck_assert_ptr_eq(f.data, data);
     ck_assert_uint_eq(f.cap, cap);
@@ -290,7 +278,7 @@ START_TEST(a_frame_cut_short_by_the_peer_closing_gives_eproto)
 {
     int sv[2];
     llll_sbc *ch = open_on_raw_pair(sv);
-    raw_write(sv[1], "\0\0\0\x0a" "abc", 7);
+    t_raw_write(sv[1], "\0\0\0\x0a" "abc", 7);
     close(sv[1]);
     llll_buf f = LLLL_BUF_INIT;
     ck_assert_int_eq(llll_sbc_recv(ch, &f, -1), -EPROTO);
@@ -303,7 +291,7 @@ START_TEST(a_header_cut_short_by_the_peer_closing_gives_eproto)
 {
     int sv[2];
     llll_sbc *ch = open_on_raw_pair(sv);
-    raw_write(sv[1], "\0\0", 2);
+    t_raw_write(sv[1], "\0\0", 2);
     close(sv[1]);
     llll_buf f = LLLL_BUF_INIT;
     ck_assert_int_eq(llll_sbc_recv(ch, &f, -1), -EPROTO);
@@ -549,11 +537,11 @@ START_TEST(a_frame_cut_by_a_timeout_is_completed_by_the_next_receive)
     llll_sbc *ch = open_on_raw_pair(sv);
     /* A small frame: header in two pieces, body in two. */
     llll_buf f = LLLL_BUF_INIT, g = LLLL_BUF_INIT;
-    raw_write(sv[1], "\0\0", 2);
+    t_raw_write(sv[1], "\0\0", 2);
     ck_assert_int_eq(llll_sbc_recv(ch, &f, 10), -ETIMEDOUT);
-    raw_write(sv[1], "\0\x0a" "abc", 5);
+    t_raw_write(sv[1], "\0\x0a" "abc", 5);
     ck_assert_int_eq(llll_sbc_recv(ch, &f, 10), -ETIMEDOUT);
-    raw_write(sv[1], "defghij", 7);
+    t_raw_write(sv[1], "defghij", 7);
     ck_assert_int_eq(llll_sbc_recv(ch, &g, -1), 0);
     ck_assert_uint_eq(g.len, 10);
     ck_assert_mem_eq(g.data, "abcdefghij", 10);
@@ -563,9 +551,9 @@ START_TEST(a_frame_cut_by_a_timeout_is_completed_by_the_next_receive)
     unsigned char *wire = malloc(4 + n);
     put_be32(wire, (uint32_t)n);
     fill_pattern(wire + 4, n, 11);
-    raw_write(sv[1], wire, 4 + half);
+    t_raw_write(sv[1], wire, 4 + half);
     ck_assert_int_eq(llll_sbc_recv(ch, &f, 10), -ETIMEDOUT);
-    raw_write(sv[1], wire + 4 + half, n - half);
+    t_raw_write(sv[1], wire + 4 + half, n - half);
     llll_buf_free(&g);
     ck_assert_int_eq(llll_sbc_recv(ch, &g, -1), 0);
     check_pattern(&g, n, 11);
@@ -590,7 +578,7 @@ START_TEST(peek_gives_the_bytes_received_but_not_delivered_in_arrival_order)
 
     /* A frame of 10 bytes cut short after 3 by a timeout. */
     llll_buf f = LLLL_BUF_INIT;
-    raw_write(sv[1], "\0\0\0\x0a" "abc", 7);
+    t_raw_write(sv[1], "\0\0\0\x0a" "abc", 7);
     ck_assert_int_eq(llll_sbc_recv(ch, &f, 0), -ETIMEDOUT);
     ck_assert_uint_eq(llll_sbc_peek(ch, got, sizeof got), 7);
     ck_assert_mem_eq(got, "\0\0\0\x0a" "abc", 7);
@@ -600,7 +588,7 @@ START_TEST(peek_gives_the_bytes_received_but_not_delivered_in_arrival_order)
 
     /* Its rest and a whole frame arrive together: the first is delivered,
      * the second was read with it and waits. */
-    raw_write(sv[1], "defghij" "\0\0\0\x02" "xy", 13);
+    t_raw_write(sv[1], "defghij" "\0\0\0\x02" "xy", 13);
     ck_assert_int_eq(llll_sbc_recv(ch, &f, -1), 0);
     ck_assert_uint_eq(f.len, 10);
     ck_assert_mem_eq(f.data, "abcdefghij", 10);
@@ -613,7 +601,7 @@ START_TEST(peek_gives_the_bytes_received_but_not_delivered_in_arrival_order)
 
     /* A peer that does not speak frames: its first bytes read as a header
      * that is refused, and peek gives its text from the start. */
-    raw_write(sv[1], "SSH-2.0-x\r\n", 11);
+    t_raw_write(sv[1], "SSH-2.0-x\r\n", 11);
     ck_assert_int_eq(llll_sbc_recv(ch, &f, -1), -EMSGSIZE);
     ck_assert_uint_eq(llll_sbc_peek(ch, got, sizeof got), 11);
     ck_assert_mem_eq(got, "SSH-2.0-x\r\n", 11);
@@ -840,7 +828,7 @@ START_TEST(child_with_r_w_pipes_works_and_removes_the_variable)
     ck_assert_int_ne(fcntl(down[0], F_GETFD) & FD_CLOEXEC, 0);
     ck_assert_int_ne(fcntl(up[1], F_GETFD) & FD_CLOEXEC, 0);
 
-    raw_write(down[1], "\0\0\0\x02hi", 6);
+    t_raw_write(down[1], "\0\0\0\x02hi", 6);
     llll_buf f = LLLL_BUF_INIT;
     ck_assert_int_eq(llll_sbc_recv(ch, &f, -1), 0);
     ck_assert_uint_eq(f.len, 2);

@@ -49,18 +49,6 @@ static uint32_t get_be32(const unsigned char *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-static void raw_write(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        ck_assert_int_gt(w, 0);
-        c += w;
-        n -= (size_t)w;
-    }
-}
 
 /* Records of text streams: record k of writer t is rec_len(t, k) bytes, all
  * the letter 'a' + t but the last, which is '\n' (or, with bare, a line of
@@ -239,7 +227,7 @@ START_TEST(recv_times_out_while_another_thread_holds_the_receive_side)
     unsigned char wire[4 + 10];
     put_be32(wire, 10);
     memcpy(wire + 4, "0123456789", 10);
-    raw_write(sv[1], wire, 4 + 4);
+    t_raw_write(sv[1], wire, 4 + 4);
     /* The holder can only sleep in the read of the rest: the header and 4
      * bytes of the body are there to be read. */
     wait_blocked(&h.tid);
@@ -250,7 +238,7 @@ START_TEST(recv_times_out_while_another_thread_holds_the_receive_side)
     ck_assert_int_eq(llll_sbc_recv(ch, &g, 20), -ETIMEDOUT);
     ck_assert_uint_eq(g.len, 4);
     ck_assert(!atomic_load(&h.done));
-    raw_write(sv[1], wire + 8, 6);
+    t_raw_write(sv[1], wire + 8, 6);
     ck_assert_int_eq(pthread_join(t, NULL), 0);
     ck_assert_int_eq(atomic_load(&h.rc), 0);
     ck_assert_uint_eq(h.f.len, 10);
