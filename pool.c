@@ -2312,10 +2312,15 @@ static bool ahead_by_time(const struct map *m)
 }
 
 /* How many batches the send queue may hold: one per pump and one more; when
- * ahead_by_time, AHEAD_NS of work per pump, up to AHEAD_BATCHES per pump. */
+ * ahead_by_time, AHEAD_NS of work per pump, up to AHEAD_BATCHES per pump;
+ * AHEAD_BATCHES per worker while the items' cost is not known, or the batch
+ * size still ramps (small batches, so that the pumps of the first items'
+ * workers have the next ones while the map's thread waits for a CPU). */
 static size_t sq_room(const struct map *m)
 {
     size_t np = (size_t)m->npumps, base = np + 1, most = AHEAD_BATCHES * np;
+    if (m->cost_ns <= 0 || m->ramp)
+        return AHEAD_BATCHES * (size_t)m->p->n;
     if (!ahead_by_time(m))
         return base;
     double ahead = AHEAD_NS * (double)np / ((double)m->k * m->cost_ns);
