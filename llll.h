@@ -99,7 +99,7 @@ void llll_buf_free(llll_buf *b);
 int llll_buf_reserve(llll_buf *b, size_t need);
 
 /* Replaces b's contents with a copy of len bytes at data
- * (len may be 0), growing b as needed.
+ * (len may be 0; data may point into b's own bytes), growing b as needed.
  * Errors:
  * -ENOMEM   no memory for len bytes: b is as it was (still valid).
  * -EINVAL   b is NULL, or data is NULL with len > 0.

@@ -56,6 +56,34 @@ void llll_buf_free(llll_buf *b)
     b->cap = 0;
 }
 
+/* Copies n bytes from s to d, which may overlap: a few bytes (an item of a
+ * bulk map, say) without a call to memmove. */
+static inline void copy_small(void *d, const void *s, size_t n)
+{
+    unsigned char *o = d;
+    const unsigned char *i = s;
+    if (n >= 8 && n <= 16) {
+        uint64_t a, b;
+        memcpy(&a, i, 8);
+        memcpy(&b, i + n - 8, 8);
+        memcpy(o, &a, 8);
+        memcpy(o + n - 8, &b, 8);
+    } else if (n >= 4 && n < 8) {
+        uint32_t a, b;
+        memcpy(&a, i, 4);
+        memcpy(&b, i + n - 4, 4);
+        memcpy(o, &a, 4);
+        memcpy(o + n - 4, &b, 4);
+    } else if (n > 0 && n < 4) {
+        unsigned char a = i[0], b = i[n / 2], c = i[n - 1];
+        o[0] = a;
+        o[n / 2] = b;
+        o[n - 1] = c;
+    } else if (n > 16) {
+        memmove(d, s, n);
+    }
+}
+
 int llll_buf_reserve(llll_buf *b, size_t need)
 {
     if (!b)
@@ -77,11 +105,12 @@ int llll_buf_set(llll_buf *b, const void *data, size_t len)
 {
     if (!b || (!data && len > 0))
         return -EINVAL;
-    int rc = llll_buf_reserve(b, len);
-    if (rc < 0)
-        return rc;
-    if (len > 0)
-        memmove(b->data, data, len);
+    if (len > b->cap) {
+        int rc = llll_buf_reserve(b, len);
+        if (rc < 0)
+            return rc;
+    }
+    copy_small(b->data, data, len);
     b->len = len;
     return 0;
 }

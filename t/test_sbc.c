@@ -730,6 +730,39 @@ START_TEST(buf_set_replaces_the_contents_with_a_copy)
 }
 END_TEST
 
+/* Every length up to past the sizes copied without memmove, from another
+ * buffer and from b's own bytes at offsets either way. */
+START_TEST(buf_set_copies_every_length_also_from_within_the_buffer)
+{
+    unsigned char src[64], want[64];
+    for (size_t i = 0; i < sizeof src; i++)
+        src[i] = (unsigned char)(i * 7 + 1);
+    llll_buf b = LLLL_BUF_INIT;
+    for (size_t n = 0; n <= 40; n++) {
+        ck_assert_int_eq(llll_buf_set(&b, src, n), 0);
+        ck_assert_uint_eq(b.len, n);
+        if (n)
+            ck_assert_mem_eq(b.data, src, n);
+        for (size_t k = 1; k <= 3; k++) {
+            /* from k bytes on, back to the start */
+            ck_assert_int_eq(llll_buf_set(&b, src, n + k), 0);
+            ck_assert_int_eq(llll_buf_set(&b, (unsigned char *)b.data + k, n), 0);
+            ck_assert_uint_eq(b.len, n);
+            if (n)
+                ck_assert_mem_eq(b.data, src + k, n);
+            /* from the start, to k bytes on: b's own bytes, moved */
+            ck_assert_int_eq(llll_buf_set(&b, src, n + k), 0);
+            memcpy(want, src, k);
+            memcpy(want + k, src, n);
+            llll_buf view = { (unsigned char *)b.data + k, 0, b.cap - k };
+            ck_assert_int_eq(llll_buf_set(&view, b.data, n), 0);
+            ck_assert_mem_eq(b.data, want, n + k);
+        }
+    }
+    llll_buf_free(&b);
+}
+END_TEST
+
 START_TEST(a_reused_buffer_allocates_nothing_after_the_first_large_frame)
 {
     llll_sbc *a, *b;
@@ -1135,6 +1168,7 @@ static Suite *sbc_suite(void)
     tcase_add_test(tc, a_reused_buffer_allocates_nothing_after_the_first_large_frame);
     tcase_add_test(tc, buf_reserve_grows_cap_and_keeps_contents_and_len);
     tcase_add_test(tc, buf_set_replaces_the_contents_with_a_copy);
+    tcase_add_test(tc, buf_set_copies_every_length_also_from_within_the_buffer);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("open, child, shutdown, signals");
