@@ -114,7 +114,7 @@
 #define YIELD_AFTER_NS 20000   /* a worker yields after a request this long (serve_channel) */
 
 /* Maps */
-#define BATCH_MAX 4096         /* items per request frame */
+#define BATCH_MAX 8192         /* items per request frame */
 #define BATCH_BYTES (64 << 10) /* request bytes per frame (a larger item goes alone) */
 #define PIPE_BYTES (128 << 10) /* request bytes in flight per worker before a second frame */
 #define BATCH_TARGET_NS 500000.0   /* how long a batch should keep its worker busy */
