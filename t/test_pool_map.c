@@ -802,6 +802,11 @@ START_TEST(a_ten_million_item_stream_grows_rss_by_less_than_8_mib)
 #if defined(__SANITIZE_THREAD__)
     (void)before, (void)after;
     fprintf(stderr, "a_ten_million_item_stream...: RSS not checked under ThreadSanitizer (its shadow and history memory grow with the work done)\n");
+#elif defined(__SANITIZE_ADDRESS__)
+    /* Each map frees its batches at its end; ASan keeps freed blocks in its
+     * quarantine (256 MiB by default) rather than hand them out again. */
+    (void)before, (void)after;
+    fprintf(stderr, "a_ten_million_item_stream...: RSS not checked under AddressSanitizer (its quarantine keeps freed blocks resident)\n");
 #else
     ck_assert_msg(after - before < 8 * 1024, "RSS grew by %ld KiB", after - before);
 #endif
