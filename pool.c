@@ -203,9 +203,6 @@ struct llll_pool {
     pthread_cond_t drain_cv;  /* inside reached 0 while closing */
     pthread_cond_t pump_cv;   /* maps' pumps with nothing to do wait here */
     int idle_pumps;           /* how many */
-    struct pump *parked;      /* pumps between maps (see struct pump) */
-    struct pump *pumps;       /* every pump, parked or not */
-    bool pumps_end;           /* set by llll_pool_free: parked pumps return */
     struct slot *slots;
     int n;
     int cursor;               /* where a thread without a hint starts looking */
@@ -256,6 +253,11 @@ struct llll_pool {
     bool starting;            /* in llll_pool_start */
     int start_error;          /* of the first host left out at start */
     _Atomic uint64_t launch_failures, hosts_dropped;
+
+    /* Here, out of the lines above, whose layout the calls' speed depends on */
+    struct pump *parked;      /* pumps between maps (see struct pump) */
+    struct pump *pumps;       /* every pump, parked or not */
+    bool pumps_end;           /* set by llll_pool_free: parked pumps return */
 };
 
 /* The worker a thread used last, per thread, valid for the pool with this id. */
