@@ -2256,8 +2256,8 @@ struct map {
     struct batch *w_head, *w_tail;    /* built and not delivered, by index */
     size_t w_len, w_items;
     struct batch *all, *free_list;
-    struct pump *pumps;          /* every pump started, to join them */
-    int npumps;                  /* pumps in pumps: driving a worker for this map */
+    struct pump *pumps;          /* the pumps driving a worker for this map */
+    int npumps;                  /* how many */
     bool stop;                   /* send nothing more: drain, then end */
     int error;                   /* a pool-level error, the first one */
     double cost_ns;              /* per item, smoothed; 0: not known yet */
