@@ -6,11 +6,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sched.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -226,6 +229,48 @@ static inline void t_wait_until_sleeping(pid_t tid)
         sched_yield();
     }
     ck_abort_msg("thread %d never slept in the call under test", (int)tid);
+}
+
+/* This process's thread ids, up to max: how many. */
+static inline int t_task_ids(pid_t *tids, int max)
+{
+    DIR *d = opendir("/proc/self/task");
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < max)
+        if (e->d_name[0] != '.')
+            tids[n++] = (pid_t)atoi(e->d_name);
+    closedir(d);
+    return n;
+}
+
+/* Asserts that every thread of this process not among the nb of before
+ * blocks every signal (its SigBlk is that of a thread that blocks them
+ * all), once it sleeps: a thread not yet run has every signal blocked, as
+ * the thread library starts it, until it sets its own mask. The threads
+ * must go to sleep (wait for work, say). How many there were. */
+static inline int t_new_threads_block_every_signal(const pid_t *before, int nb)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    unsigned long long want = t_status_field((pid_t)syscall(SYS_gettid), "SigBlk", 16);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pid_t now[256];
+    int n = t_task_ids(now, 256), checked = 0;
+    for (int i = 0; i < n; i++) {
+        bool old_one = false;
+        for (int j = 0; j < nb; j++)
+            old_one |= now[i] == before[j];
+        if (old_one)
+            continue;
+        t_wait_until_sleeping(now[i]);
+        unsigned long long blk = t_status_field(now[i], "SigBlk", 16);
+        ck_assert_msg(blk == want, "thread %d blocks %llx, not every signal (%llx)", (int)now[i], blk, want);
+        checked++;
+    }
+    return checked;
 }
 
 #endif

@@ -524,6 +524,26 @@ START_TEST(map_of_uneven_items_on_four_threads_runs_each_index_exactly_once_in_e
 }
 END_TEST
 
+static int nothing_fn(void *ctx, size_t i)
+{
+    (void)ctx, (void)i;
+    return 0;
+}
+
+/* A mapper's worker threads block every signal, so that one sent to the
+ * process goes to a thread of the program's own. */
+START_TEST(a_mappers_threads_block_every_signal)
+{
+    pid_t before[256];
+    int nb = t_task_ids(before, 256);
+    llll_mapper *m;
+    ck_assert_int_eq(llll_mapper_new(&m, 3), 0);
+    ck_assert_int_eq(llll_mapper_map(m, 100000, nothing_fn, NULL), 0);
+    ck_assert_int_eq(t_new_threads_block_every_signal(before, nb), 2);
+    llll_mapper_free(m);
+}
+END_TEST
+
 static Suite *mapper_suite(void)
 {
     Suite *s = suite_create("mapper");
@@ -531,6 +551,7 @@ static Suite *mapper_suite(void)
     tcase_set_timeout(tc, 20);
     tcase_add_test(tc, map_of_zero_items_returns_0_without_calling_fn);
     tcase_add_test(tc, map_rejects_a_null_fn_or_mapper_and_runs_nothing);
+    tcase_add_test(tc, a_mappers_threads_block_every_signal);
     tcase_add_test(tc, map_of_one_item_calls_fn_once_with_index_0);
     tcase_add_test(tc, map_of_a_million_items_runs_each_index_exactly_once);
     tcase_add_test(tc, map_of_a_million_items_on_four_threads_runs_each_index_exactly_once);
@@ -980,10 +1001,32 @@ START_TEST(mapper_fifo_and_gen_constructors_reject_a_null_out)
 }
 END_TEST
 
+static void *one_fn(void *ctx)
+{
+    (void)ctx;
+    return (void *)1;
+}
+
+/* A generator's threads, which run fn, block every signal. */
+START_TEST(a_generators_threads_block_every_signal)
+{
+    pid_t before[256];
+    int nb = t_task_ids(before, 256);
+    llll_gen *g;
+    ck_assert_int_eq(llll_gen_new(&g, one_fn, NULL, 2, 4), 0);
+    void *item = NULL;
+    ck_assert_int_eq(llll_gen_get(g, &item, -1), 0);
+    ck_assert_ptr_eq(item, (void *)1);
+    ck_assert_int_eq(t_new_threads_block_every_signal(before, nb), 2);
+    llll_gen_free(g);
+}
+END_TEST
+
 static Suite *gen_suite(void)
 {
     Suite *s = suite_create("gen");
     TCase *tc = tcase_create("gen");
+    tcase_add_test(tc, a_generators_threads_block_every_signal);
     tcase_add_test(tc, gen_delivers_every_item_exactly_once_then_eof);
     tcase_add_test(tc, gen_of_one_thread_and_capacity_one_delivers_every_item_then_eof);
     tcase_add_test(tc, gen_of_zero_threads_uses_the_processors_and_delivers_every_item);
