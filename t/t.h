@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <sched.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,14 +127,19 @@ static inline unsigned long long t_status_field(pid_t pid, const char *field, in
  * the CPUs busy it may wait long for its turn; a leaked one never goes, and
  * the caller's assertion then fails (also under CK_FORK=no, with no case
  * timeout). */
-static inline int t_threads_settled(int want)
+static inline int t_threads_settled_within(int want, int polls)
 {
     int n = t_count_dir("/proc/self/task");
-    for (int i = 0; i < 200000 && n > want; i++) {
+    for (int i = 0; i < polls && n > want; i++) {
         sched_yield();
         n = t_count_dir("/proc/self/task");
     }
     return n;
+}
+
+static inline int t_threads_settled(int want)
+{
+    return t_threads_settled_within(want, 200000);
 }
 
 /* Check's runner may leave fds open without FD_CLOEXEC; marks them, so that
@@ -191,6 +197,20 @@ static inline bool t_proc_stat(pid_t pid, char *state, int *ppid)
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     return t_stat_of(path, state, ppid);
+}
+
+/* A frame header's 4-byte big-endian number, written and read by hand. */
+static inline void t_put_be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+static inline uint32_t t_get_be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 /* Writes all n bytes of p to fd by hand (a peer that is not the library). */

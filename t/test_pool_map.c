@@ -23,7 +23,6 @@
 
 /* ------------------------------------------------------------- helpers */
 
-
 /* A field of this process's /proc/self/status, in kB. */
 static long status_kib(const char *field)
 {
@@ -431,6 +430,25 @@ static void *caller_thread(void *a)
     return NULL;
 }
 
+/* Four threads of 2000 calls each on p, started, then joined with every
+ * result right. */
+static void callers_start(llll_pool *p, struct caller c[4], pthread_t th[4])
+{
+    for (int i = 0; i < 4; i++) {
+        c[i] = (struct caller){ .p = p, .base = 1000000 * (i + 1), .calls = 2000 };
+        ck_assert_int_eq(pthread_create(&th[i], NULL, caller_thread, &c[i]), 0);
+    }
+}
+
+static void callers_join(struct caller c[4], pthread_t th[4])
+{
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(c[i].errors, 0);
+        ck_assert_int_eq(c[i].wrong, 0);
+    }
+}
+
 struct map_arg {
     llll_pool *p;
     struct run r;
@@ -479,20 +497,13 @@ START_TEST(a_map_and_four_calling_threads_share_one_pool)
     llll_pool *p = fork_pool(2, NULL);
     struct caller c[4];
     pthread_t th[4];
-    for (int i = 0; i < 4; i++) {
-        c[i] = (struct caller){ .p = p, .base = 1000000 * (i + 1), .calls = 2000 };
-        ck_assert_int_eq(pthread_create(&th[i], NULL, caller_thread, &c[i]), 0);
-    }
+    callers_start(p, c, th);
     struct run r;
     run_init(&r);
     ck_assert_int_eq(llll_pool_map(p, 300000, arg_fn, result_fn, &r, NULL), 0);
     ck_assert_uint_eq(r.ok, 300000);
     ck_assert_uint_eq(r.out_of_order + r.wrong + r.nerr, 0);
-    for (int i = 0; i < 4; i++) {
-        pthread_join(th[i], NULL);
-        ck_assert_int_eq(c[i].errors, 0);
-        ck_assert_int_eq(c[i].wrong, 0);
-    }
+    callers_join(c, th);
     llll_pool_stats st;
     llll_pool_get_stats(p, &st);
     ck_assert_uint_eq(st.calls, 300000 + 4 * 2000);
@@ -595,18 +606,6 @@ START_TEST(maps_leave_no_fd_thread_or_child_behind)
 }
 END_TEST
 
-/* This process's threads, once those of threads just joined left /proc
- * (a short bounded wait: a thread that stays is not one just joined). */
-static int threads_after_joins(int want)
-{
-    int n = t_count_dir("/proc/self/task");
-    for (int i = 0; i < 2000 && n > want; i++) {
-        sched_yield();
-        n = t_count_dir("/proc/self/task");
-    }
-    return n;
-}
-
 START_TEST(a_pool_keeps_its_map_threads_for_the_next_map_one_per_worker_at_most)
 {
     no_work_twists();
@@ -616,7 +615,7 @@ START_TEST(a_pool_keeps_its_map_threads_for_the_next_map_one_per_worker_at_most)
     run_init(&r);
     ck_assert_int_eq(llll_pool_map(p, 100000, arg_fn, result_fn, &r, NULL), 0);
     ck_assert_uint_eq(r.ok, 100000);
-    int kept = threads_after_joins(before);
+    int kept = t_threads_settled_within(before, 2000);
     ck_assert_msg(kept > before && kept <= before + 2, "threads %d before the map, %d after", before, kept);
     for (int k = 0; k < 10; k++) {
         run_init(&r);
@@ -626,7 +625,7 @@ START_TEST(a_pool_keeps_its_map_threads_for_the_next_map_one_per_worker_at_most)
         ck_assert_msg(now >= kept && now <= before + 2, "map %d: threads %d, %d kept", k, now, kept);
     }
     two_maps_at_once(p, 100000);   /* still one per worker */
-    ck_assert_int_le(threads_after_joins(before + 2), before + 2);
+    ck_assert_int_le(t_threads_settled_within(before + 2, 2000), before + 2);
     llll_pool_free(p);
 }
 END_TEST
@@ -645,14 +644,8 @@ START_TEST(the_threads_of_a_pool_and_its_maps_block_every_signal)
     ck_assert_int_eq(llll_pool_map(p, 100000, arg_fn, result_fn, &r, NULL), 0);
     struct caller c[4];
     pthread_t th[4];
-    for (int i = 0; i < 4; i++) {
-        c[i] = (struct caller){ .p = p, .base = 1000000 * (i + 1), .calls = 2000 };
-        ck_assert_int_eq(pthread_create(&th[i], NULL, caller_thread, &c[i]), 0);
-    }
-    for (int i = 0; i < 4; i++) {
-        pthread_join(th[i], NULL);
-        ck_assert_int_eq(c[i].errors + c[i].wrong, 0);
-    }
+    callers_start(p, c, th);
+    callers_join(c, th);
     ck_assert_int_gt(t_new_threads_block_every_signal(before, nb), 0);
     llll_pool_free(p);
 }

@@ -32,7 +32,6 @@ static llll_sbc *open_on_raw_pair(int sv[2])
     return ch;
 }
 
-
 static void raw_read(int fd, void *p, size_t n)
 {
     char *c = p;
@@ -44,14 +43,6 @@ static void raw_read(int fd, void *p, size_t n)
         c += r;
         n -= (size_t)r;
     }
-}
-
-static void put_be32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 24);
-    p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8);
-    p[3] = (unsigned char)v;
 }
 
 static unsigned char pattern_byte(size_t i, unsigned seed)
@@ -180,7 +171,7 @@ START_TEST(a_reader_fed_one_byte_at_a_time_gets_the_exact_frames)
         total += 4 + sizes[i];
     unsigned char *wire = malloc(total), *p = wire;
     for (int i = 0; i < NF; i++) {
-        put_be32(p, (uint32_t)sizes[i]);
+        t_put_be32(p, (uint32_t)sizes[i]);
         fill_pattern(p + 4, sizes[i], (unsigned)i);
         p += 4 + sizes[i];
     }
@@ -229,7 +220,7 @@ START_TEST(a_header_over_a_lowered_max_gives_emsgsize_with_the_buffer_unchanged)
     llll_sbc *ch = open_on_raw_pair(sv);
     llll_sbc_set_max_frame(ch, 100);
     unsigned char wire[4 + 100];
-    put_be32(wire, 100);
+    t_put_be32(wire, 100);
     memset(wire + 4, 'x', 100);
     t_raw_write(sv[1], wire, sizeof wire);
     llll_buf f = LLLL_BUF_INIT;
@@ -239,7 +230,7 @@ START_TEST(a_header_over_a_lowered_max_gives_emsgsize_with_the_buffer_unchanged)
     size_t cap = f.cap;
 
     unsigned char hdr[4];
-    put_be32(hdr, 101);
+    t_put_be32(hdr, 101);
     t_raw_write(sv[1], hdr, 4);
     ck_assert_int_eq(llll_sbc_recv(ch, &f, -1), -EMSGSIZE);
     ck_assert_ptr_eq(f.data, data);
@@ -361,18 +352,13 @@ static void *multi_sender(void *arg)
     m->rc = 0;
     for (uint32_t seq = 0; seq < PER_SENDER && m->rc == 0; seq++) {
         size_t n = multi_len(seq);
-        put_be32(buf, m->id);
-        put_be32(buf + 4, seq);
+        t_put_be32(buf, m->id);
+        t_put_be32(buf + 4, seq);
         for (size_t i = 8; i < n; i++)
             buf[i] = (unsigned char)(m->id * 59u + seq + i);
         m->rc = llll_sbc_send(m->ch, buf, n);
     }
     return NULL;
-}
-
-static uint32_t get_be32(const unsigned char *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 START_TEST(four_threads_sending_1000_frames_each_never_interleave)
@@ -399,7 +385,7 @@ START_TEST(four_threads_sending_1000_frames_each_never_interleave)
         ck_assert_int_eq(llll_sbc_recv(b, &f, -1), 0);
         ck_assert_uint_ge(f.len, 8);
         const unsigned char *p = f.data;
-        uint32_t id = get_be32(p), seq = get_be32(p + 4);
+        uint32_t id = t_get_be32(p), seq = t_get_be32(p + 4);
         ck_assert_uint_lt(id, NSENDERS);
         ck_assert_uint_eq(seq, next[id]);
         ck_assert_uint_eq(f.len, multi_len(seq));
@@ -549,7 +535,7 @@ START_TEST(a_frame_cut_by_a_timeout_is_completed_by_the_next_receive)
     /* A large one, read straight into the buffer, then into another. */
     size_t n = 300000, half = 150001;
     unsigned char *wire = malloc(4 + n);
-    put_be32(wire, (uint32_t)n);
+    t_put_be32(wire, (uint32_t)n);
     fill_pattern(wire + 4, n, 11);
     t_raw_write(sv[1], wire, 4 + half);
     ck_assert_int_eq(llll_sbc_recv(ch, &f, 10), -ETIMEDOUT);
@@ -628,8 +614,8 @@ static int point_encode(void *ctx, const void *obj, llll_buf *out)
     if (llll_buf_reserve(out, n) < 0)
         return -ENOMEM;
     unsigned char *b = out->data;
-    put_be32(b, (uint32_t)p->x);
-    put_be32(b + 4, (uint32_t)p->y);
+    t_put_be32(b, (uint32_t)p->x);
+    t_put_be32(b + 4, (uint32_t)p->y);
     memcpy(b + 8, p->name, n - 8);
     out->len = n;
     return 0;
@@ -644,8 +630,8 @@ static int point_decode(void *ctx, const void *data, size_t len, void **obj)
     if (!p)
         return -ENOMEM;
     const unsigned char *b = data;
-    p->x = (int32_t)get_be32(b);
-    p->y = (int32_t)get_be32(b + 4);
+    p->x = (int32_t)t_get_be32(b);
+    p->y = (int32_t)t_get_be32(b + 4);
     memcpy(p->name, b + 8, len - 8);
     *obj = p;
     return 0;

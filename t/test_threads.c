@@ -36,20 +36,6 @@ static void wait_blocked(_Atomic pid_t *tid)
     t_wait_until_sleeping(atomic_load(tid));
 }
 
-static void put_be32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 24);
-    p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8);
-    p[3] = (unsigned char)v;
-}
-
-static uint32_t get_be32(const unsigned char *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-
 /* Records of text streams: record k of writer t is rec_len(t, k) bytes, all
  * the letter 'a' + t but the last, which is '\n' (or, with bare, a line of
  * rec_len - 1 letters that llll_print_line ends with '\n'). Each is larger
@@ -137,7 +123,7 @@ static void *receiver(void *arg)
             break;
         }
         const unsigned char *p = f.data;
-        uint32_t k = f.len >= 4 ? get_be32(p) : UINT32_MAX;
+        uint32_t k = f.len >= 4 ? t_get_be32(p) : UINT32_MAX;
         bool whole = k < FRAMES && f.len == frame_len(k);
         for (size_t i = 4; whole && i < f.len; i++)
             whole = p[i] == frame_byte(k, i);
@@ -173,7 +159,7 @@ START_TEST(receivers_sharing_a_channel_each_get_whole_frames_and_every_frame_onc
     int sent = 0;
     for (uint32_t k = 0; k < FRAMES && sent == 0; k++) {
         size_t n = frame_len(k);
-        put_be32(buf, k);
+        t_put_be32(buf, k);
         for (size_t i = 4; i < n; i++)
             buf[i] = frame_byte(k, i);
         sent = llll_sbc_send(a, buf, n);
@@ -225,7 +211,7 @@ START_TEST(recv_times_out_while_another_thread_holds_the_receive_side)
     pthread_t t;
     ck_assert_int_eq(pthread_create(&t, NULL, hold_receive_side, &h), 0);
     unsigned char wire[4 + 10];
-    put_be32(wire, 10);
+    t_put_be32(wire, 10);
     memcpy(wire + 4, "0123456789", 10);
     t_raw_write(sv[1], wire, 4 + 4);
     /* The holder can only sleep in the read of the rest: the header and 4
