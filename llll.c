@@ -266,6 +266,8 @@ struct llll_proc {
     pthread_t thread;
     int chan_fd;        /* an instance's end of its channel (the sbc's) */
     int cfd[4];         /* the child's ends, until the spawn is done */
+    llll_sbc *cch;      /* a forked child's channel on cfd[3], made by the
+                           parent so that the child allocates nothing */
     int ep[2];          /* the spawn's error pipe, until the spawn is done */
     bool registered;
     llll_proc *reg_prev, *reg_next;
@@ -354,6 +356,7 @@ struct spawn {
     int sigint;
     int fds[4];                /* land on fds 0..3; -1: 0-2 inherited, no 3 */
     int chan;                  /* a forked child's channel end, used in place */
+    llll_sbc *ch;              /* the channel on it, for fn */
     int errfd;                 /* child writes its errno here on failure */
 };
 
@@ -610,12 +613,6 @@ static _Noreturn void child_fork(struct spawn *s)
      * lock held by a thread of the parent at fork, forever. */
     if (s->envp)
         environ = s->envp;
-    llll_sbc *ch = NULL;
-    if (!err) {
-        int rc = llll_sbc_open(&ch, s->chan, s->chan);
-        if (rc < 0)
-            err = -rc;
-    }
     if (err)
         child_fail(s, err);
     /* "Set up": the parent waits for these 4 bytes, not for EOF, which a
@@ -626,7 +623,7 @@ static _Noreturn void child_fork(struct spawn *s)
     sigset_t none;
     sigemptyset(&none);
     pthread_sigmask(SIG_SETMASK, &none, NULL);
-    int ret = s->fn(ch, s->arg);
+    int ret = s->fn(s->ch, s->arg);
     fflush(stdout);
     fflush(stderr);
     _exit(ret & 0xff);
@@ -695,6 +692,11 @@ static int read_child_error(int fd)
  * the child has its own (reg_lock held). */
 static void close_child_ends_locked(llll_proc *p)
 {
+    if (p->cch) {
+        llll_sbc_close(p->cch);   /* closes cfd[3] */
+        p->cch = NULL;
+        p->cfd[3] = -1;
+    }
     for (int i = 0; i < 4; i++)
         close_fd(&p->cfd[i]);
     close_fd(&p->ep[1]);
@@ -1157,10 +1159,8 @@ static void proc_destroy(llll_proc *p)
     close_fd(&p->err.fd);
     close_fd(&p->code_fd);
     close_fd(&p->pidfd);
-    for (int i = 0; i < 4; i++)
-        close_fd(&p->cfd[i]);
+    close_child_ends_locked(p);
     close_fd(&p->ep[0]);
-    close_fd(&p->ep[1]);
     pthread_mutex_unlock(&reg_lock);
     llll_buf_free(&p->out.part);
     llll_buf_free(&p->err.part);
@@ -1266,6 +1266,10 @@ static int make_fds(llll_proc *p, const struct start *st, const llll_proc_opts *
             /* Best effort: the kernel caps these at net.core.[wr]mem_max. */
             (void)setsockopt(fd[i], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
             (void)setsockopt(fd[i], SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+        }
+        if (st->fn && (rc = llll_sbc_open(&p->cch, fd[1], fd[1])) < 0) {
+            close(fd[0]);
+            return rc; /* it closed fd[1] */
         }
         p->cfd[3] = fd[1];
         if ((rc = llll_sbc_open(chan, fd[0], fd[0])) < 0)
@@ -1393,6 +1397,7 @@ static int proc_create(llll_proc **out, const struct start *st, llll_sbc **chan)
     s.fds[2] = p->cfd[2];
     s.fds[3] = st->argv && !st->stdio_channel ? p->cfd[3] : -1;
     s.chan = st->argv ? -1 : p->cfd[3];
+    s.ch = p->cch;
     s.errfd = p->ep[1];
     if (rc == 0 && o->die_with_parent)
         rc = spawn_on_reader(p, &s);

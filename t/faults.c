@@ -38,8 +38,15 @@ static _Atomic long nalloc;    /* allocations asked for, ever */
 static _Atomic long fail_at;   /* the nalloc value that fails; 0: none */
 static _Atomic long nfailed;   /* allocations failed on purpose */
 
+/* Allocations made in a forked copy of the process whose pid is in
+ * watch_pid: each copy counts its own, from 0 at its fork. */
+static pid_t watch_pid;
+static long forked_allocs;
+
 static int fail_now(void)
 {
+    if (watch_pid && getpid() != watch_pid)
+        forked_allocs++;
     long n = atomic_fetch_add(&nalloc, 1) + 1;
     if (n != atomic_load(&fail_at))
         return 0;
@@ -928,6 +935,51 @@ START_TEST(an_instance_flooding_stdout_during_a_recv_loses_neither_lines_nor_the
 }
 END_TEST
 
+/* ------------------------------------------ a forked child's allocations */
+
+/* fn of a forked instance: sends how many blocks its process allocated
+ * before fn ran. */
+static int report_allocs(llll_sbc *ch, void *arg)
+{
+    (void)arg;
+    long n = forked_allocs;
+    return llll_sbc_send(ch, &n, sizeof n) ? 1 : 0;
+}
+
+/* A fork of a process whose other threads may hold the allocator's lock
+ * must not allocate before fn: with an allocator that is not fork-safe
+ * (ASan's, say) it would wait for that lock forever. */
+START_TEST(a_forked_instance_allocates_nothing_in_the_child_before_fn)
+{
+    prepare();
+    struct held h = held_settled();
+    const char *env[] = { "LLLL_T_FORKED=1", NULL };
+    llll_instance_opts with[] = {
+        { .proc = { 0 } },
+        { .proc = { .env = env, .cwd = "/", .die_with_parent = true } },
+    };
+    watch_pid = getpid();
+    for (size_t k = 0; k < sizeof with / sizeof with[0]; k++) {
+        llll_instance *in;
+        ck_assert_int_eq(llll_instance_fork(&in, report_allocs, NULL, &with[k]), 0);
+        llll_buf f = LLLL_BUF_INIT;
+        ck_assert_int_eq(llll_instance_recv(in, &f, -1), 0);
+        long n = -1;
+        ck_assert_uint_eq(f.len, sizeof n);
+        memcpy(&n, f.data, sizeof n);
+        ck_assert_msg(n == 0, "options %zu: the child allocated %ld blocks before fn", k, n);
+        int st = -1;
+        ck_assert_int_eq(llll_instance_join(in, -1, &st), 0);
+        ck_assert_int_eq(st, 0);
+        llll_buf_free(&f);
+        llll_instance_free(in);
+    }
+    watch_pid = 0;
+    fprintf(stderr, "faults: forked instances: no allocation in the child before fn\n");
+    assert_nothing_left(h, "forked instances");
+}
+END_TEST
+
 static Suite *faults_suite(void)
 {
     Suite *s = suite_create("faults");
@@ -948,6 +1000,7 @@ static Suite *faults_suite(void)
     tcase_add_test(tc, a_worker_that_never_says_hello_fails_start_and_leaves_nothing);
     tcase_add_test(tc, an_unasked_extra_frame_never_becomes_the_answer_to_the_next_call);
     tcase_add_test(tc, an_instance_flooding_stdout_during_a_recv_loses_neither_lines_nor_the_frame);
+    tcase_add_test(tc, a_forked_instance_allocates_nothing_in_the_child_before_fn);
     suite_add_tcase(s, tc);
     return s;
 }
