@@ -698,7 +698,10 @@ int llll_pool_start(llll_pool **out, const char *const argv[], int nproc, const 
 
 /* As llll_pool_start, the workers being forked copies of this program that
  * run llll_serve(fn, ctx) (see llll_instance_fork: a replacement is a copy of
- * the process as it is when the replacement is forked).
+ * the process as it is when the replacement is forked). A worker starts
+ * with frame buffers reserved before its fork: it serves frames of up to
+ * 128 KiB and results of up to 4 KiB without allocating (what fn allocates
+ * is fn's).
  * Errors: those of llll_pool_start (those of llll_instance_fork in place of
  * llll_instance_start's; -ECONNRESET: a worker died before its hello), and
  * -EINVAL when out or fn is NULL, nproc < 0, a timeout is below -1, or a

@@ -445,14 +445,20 @@ static int serve_request(llll_sbc *ch, llll_serve_fn *fn, void *ctx, const llll_
     return send_reply(ch, out, id, first, nout);
 }
 
-/* Answers requests on ch with fn until the master closes it. */
-static int serve_channel(llll_sbc *ch, llll_serve_fn *fn, void *ctx)
+/* Answers requests on ch with fn until the master closes it; bufs (or
+ * NULL): the request, reply and result buffers to start with, its own. */
+static int serve_channel(llll_sbc *ch, llll_serve_fn *fn, void *ctx, const llll_buf bufs[3])
 {
     /* The master bounds its requests; replies are bounded by the limit
      * each request carries. */
     llll_sbc_set_max_frame(ch, FRAME_LIMIT);
     int rc = llll_sbc_send(ch, HELLO, HELLO_LEN);
     llll_buf req = LLLL_BUF_INIT, out = LLLL_BUF_INIT, res = LLLL_BUF_INIT;
+    if (bufs) {
+        req = bufs[0];
+        out = bufs[1];
+        res = bufs[2];
+    }
     while (rc == 0) {
         rc = llll_sbc_recv(ch, &req, -1);
         if (rc == 0) {
@@ -484,16 +490,43 @@ int llll_serve(llll_serve_fn *fn, void *ctx)
     int rc = llll_sbc_child(&ch);
     if (rc)
         return rc;
-    rc = serve_channel(ch, fn, ctx);
+    rc = serve_channel(ch, fn, ctx, NULL);
     llll_sbc_close(ch);
     return rc;
 }
 
+/* A forked worker's buffers, reserved by the parent just before the fork,
+ * so that the child serves requests of up to WORKER_BUF_BYTES (and results
+ * of up to WORKER_RES_BYTES) without allocating: an allocator that is not
+ * fork-safe then cannot stop it on a lock another thread held at the fork. */
+#define WORKER_BUF_BYTES PIPE_BYTES
+#define WORKER_RES_BYTES 4096
+struct fork_start {
+    llll_pool *p;
+    llll_buf bufs[3];   /* request, reply, result */
+};
+
 /* Body of a forked worker. */
 static int fork_main(llll_sbc *ch, void *arg)
 {
-    llll_pool *p = arg;
-    return serve_channel(ch, p->fn, p->ctx) == 0 ? 0 : 1;
+    struct fork_start *fs = arg;
+    return serve_channel(ch, fs->p->fn, fs->p->ctx, fs->bufs) == 0 ? 0 : 1;
+}
+
+/* Forks a worker of p, with its buffers (see struct fork_start). */
+static int fork_worker(llll_pool *p, llll_instance **out)
+{
+    struct fork_start fs = { .p = p };   /* empty buffers */
+    int rc = llll_buf_reserve(&fs.bufs[0], WORKER_BUF_BYTES);
+    if (rc == 0)
+        rc = llll_buf_reserve(&fs.bufs[1], WORKER_BUF_BYTES);
+    if (rc == 0)
+        rc = llll_buf_reserve(&fs.bufs[2], WORKER_RES_BYTES);
+    if (rc == 0)
+        rc = llll_instance_fork(out, fork_main, &fs, &p->iopts);
+    for (int k = 0; k < 3; k++)   /* the child has its own copies */
+        llll_buf_free(&fs.bufs[k]);
+    return rc;
 }
 
 /* ------------------------------------------------------ worker lifecycle */
@@ -511,7 +544,7 @@ static int launch_worker(llll_pool *p, int i, llll_instance **out)
         return llll_instance_start(out, (const char *const *)h->argv, &h->iopts);
     if (p->argv)
         return llll_instance_start(out, (const char *const *)p->argv, &p->iopts);
-    return llll_instance_fork(out, fork_main, p, &p->iopts);
+    return fork_worker(p, out);
 }
 
 /* Waits up to timeout_ms (-1: forever) for a worker's hello. */

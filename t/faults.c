@@ -980,6 +980,64 @@ START_TEST(a_forked_instance_allocates_nothing_in_the_child_before_fn)
 }
 END_TEST
 
+/* fn of a fork pool: its result is how many blocks its worker allocated
+ * since its fork. */
+static int worker_allocs(void *ctx, const void *arg, size_t len, llll_buf *res)
+{
+    (void)ctx;
+    (void)arg;
+    (void)len;
+    long n = forked_allocs;
+    return llll_buf_set(res, &n, sizeof n);
+}
+
+static int small_arg(void *ctx, size_t i, llll_buf *arg)
+{
+    (void)ctx;
+    return llll_buf_set(arg, &i, sizeof i);
+}
+
+static int no_allocs(void *ctx, size_t i, int rc, const void *res, size_t len)
+{
+    long n;
+    if (rc || len != sizeof n)
+        return rc ? rc : -EIO;
+    memcpy(&n, res, sizeof n);
+    if (n != 0) {
+        *(size_t *)ctx = i;
+        return -EUCLEAN;
+    }
+    return 0;
+}
+
+/* A fork pool's worker serves small items, called and mapped, without
+ * allocating (its buffers were reserved before the fork). */
+START_TEST(a_fork_pool_worker_serves_small_items_without_allocating)
+{
+    prepare();
+    struct held h = held_settled();
+    watch_pid = getpid();
+    llll_pool *pool;
+    ck_assert_int_eq(llll_pool_fork(&pool, worker_allocs, NULL, 2, NULL), 0);
+    llll_buf res = LLLL_BUF_INIT;
+    for (int k = 0; k < 8; k++) {
+        long n = -1;
+        ck_assert_int_eq(llll_pool_call(pool, "x", 1, &res), 0);
+        ck_assert_uint_eq(res.len, sizeof n);
+        memcpy(&n, res.data, sizeof n);
+        ck_assert_msg(n == 0, "call %d: its worker allocated %ld blocks", k, n);
+    }
+    size_t bad = SIZE_MAX;
+    int rc = llll_pool_map(pool, 20000, small_arg, no_allocs, &bad, NULL);
+    ck_assert_msg(rc == 0, "map: %s (item %zu: its worker had allocated)", llll_strerror(rc), bad);
+    llll_buf_free(&res);
+    llll_pool_free(pool);
+    watch_pid = 0;
+    fprintf(stderr, "faults: fork pool: 8 calls and a map of 20000 items, no allocation in the workers\n");
+    assert_nothing_left(h, "fork pool");
+}
+END_TEST
+
 static Suite *faults_suite(void)
 {
     Suite *s = suite_create("faults");
@@ -1001,6 +1059,7 @@ static Suite *faults_suite(void)
     tcase_add_test(tc, an_unasked_extra_frame_never_becomes_the_answer_to_the_next_call);
     tcase_add_test(tc, an_instance_flooding_stdout_during_a_recv_loses_neither_lines_nor_the_frame);
     tcase_add_test(tc, a_forked_instance_allocates_nothing_in_the_child_before_fn);
+    tcase_add_test(tc, a_fork_pool_worker_serves_small_items_without_allocating);
     suite_add_tcase(s, tc);
     return s;
 }
