@@ -23,7 +23,10 @@
  *     the 32 alone. Alternating, median of 5. For scale, the same items run
  *     by 2 forked children that take them in order from a counter in shared
  *     memory (no master, no message; forked before the clock starts): what
- *     list scheduling of this order can get on this machine.
+ *     list scheduling of this order can get on this machine. And the bound
+ *     of any scheduler that does not know an item's cost before it ran:
+ *     each item, in this order, to the first worker free, with no overhead,
+ *     computed from this run's time of each fib(n) alone.
  * (f) llll_pool_call from 4 and from 8 threads on 2 workers, against 2
  *     threads, calls/s; and the same by hand: 2 forked echo children over
  *     socketpairs, thread i calling child i % 2 under a mutex per child.
@@ -721,6 +724,37 @@ static double fib_shared_counter(const long *n, size_t count, long want)
     return t;
 }
 
+/* The speedup on THREADS workers of handing each item of n, in order, to
+ * the first worker free, at no cost: each fib(v) timed alone, best of 3. */
+static double fib_list_bound(const long *n, size_t count)
+{
+    double cost[33];
+    for (long v = 1; v <= 32; v++) {
+        cost[v] = 1e30;
+        for (int r = 0; r < 3; r++) {
+            double t0 = now();
+            volatile long s = fib(v * fib_one);
+            (void)s;
+            double t = now() - t0;
+            if (t < cost[v])
+                cost[v] = t;
+        }
+    }
+    double free_at[THREADS] = { 0 }, total = 0, end = 0;
+    for (size_t i = 0; i < count; i++) {
+        int w = 0;
+        for (int k = 1; k < THREADS; k++)
+            if (free_at[k] < free_at[w])
+                w = k;
+        free_at[w] += cost[n[i]];
+        total += cost[n[i]];
+    }
+    for (int k = 0; k < THREADS; k++)
+        if (free_at[k] > end)
+            end = free_at[k];
+    return total / end;
+}
+
 static void fib_map_compare(llll_pool *pool, int rounds)
 {
     size_t count = 32 * (size_t)rounds;
@@ -759,8 +793,10 @@ static void fib_map_compare(llll_pool *pool, int rounds)
     run_ratios(t_seq, t_map, q);
     double m_seq = median(t_seq, RUNS), m_map = median(t_map, RUNS), m_cnt = median(t_cnt, RUNS);
     printf("    fib(1..32) shuffled x %2d in one map: one process %7.1f ms, map %7.1f ms: speedup %.2f"
-           " (target >= 1.8; run by run %.2f to %.2f);   shared counter %7.1f ms: speedup %.2f\n",
-           rounds, m_seq * 1e3, m_map * 1e3, m_seq / m_map, q[0], q[RUNS - 1], m_cnt * 1e3, m_seq / m_cnt);
+           " (target >= 1.8; run by run %.2f to %.2f);   shared counter %7.1f ms: speedup %.2f;"
+           "   bound of a scheduler blind to cost: %.2f\n",
+           rounds, m_seq * 1e3, m_map * 1e3, m_seq / m_map, q[0], q[RUNS - 1], m_cnt * 1e3, m_seq / m_cnt,
+           fib_list_bound(n, count));
     free(n);
 }
 

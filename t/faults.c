@@ -41,7 +41,7 @@ static _Atomic long nfailed;   /* allocations failed on purpose */
 /* Allocations made in a forked copy of the process whose pid is in
  * watch_pid: each copy counts its own, from 0 at its fork. */
 static pid_t watch_pid;
-static long forked_allocs;
+static _Atomic long forked_allocs;   /* _Atomic: not cached across a malloc */
 
 static int fail_now(void)
 {
@@ -938,12 +938,15 @@ END_TEST
 /* ------------------------------------------ a forked child's allocations */
 
 /* fn of a forked instance: sends how many blocks its process allocated
- * before fn ran. */
+ * before fn ran, then (the count works) after one malloc of its own. */
 static int report_allocs(llll_sbc *ch, void *arg)
 {
     (void)arg;
-    long n = forked_allocs;
-    return llll_sbc_send(ch, &n, sizeof n) ? 1 : 0;
+    long n[2] = { forked_allocs, 0 };
+    void *volatile x = malloc(16);   /* volatile: not elided */
+    free(x);
+    n[1] = forked_allocs;
+    return llll_sbc_send(ch, n, sizeof n) ? 1 : 0;
 }
 
 /* A fork of a process whose other threads may hold the allocator's lock
@@ -964,10 +967,11 @@ START_TEST(a_forked_instance_allocates_nothing_in_the_child_before_fn)
         ck_assert_int_eq(llll_instance_fork(&in, report_allocs, NULL, &with[k]), 0);
         llll_buf f = LLLL_BUF_INIT;
         ck_assert_int_eq(llll_instance_recv(in, &f, -1), 0);
-        long n = -1;
+        long n[2] = { -1, -1 };
         ck_assert_uint_eq(f.len, sizeof n);
-        memcpy(&n, f.data, sizeof n);
-        ck_assert_msg(n == 0, "options %zu: the child allocated %ld blocks before fn", k, n);
+        memcpy(n, f.data, sizeof n);
+        ck_assert_msg(n[0] == 0, "options %zu: the child allocated %ld blocks before fn", k, n[0]);
+        ck_assert_msg(n[1] == 1, "options %zu: a malloc in fn counted %ld", k, n[1]);
         int st = -1;
         ck_assert_int_eq(llll_instance_join(in, -1, &st), 0);
         ck_assert_int_eq(st, 0);
@@ -981,12 +985,14 @@ START_TEST(a_forked_instance_allocates_nothing_in_the_child_before_fn)
 END_TEST
 
 /* fn of a fork pool: its result is how many blocks its worker allocated
- * since its fork. */
+ * since its fork; for "m", after one malloc of its own (the count works). */
 static int worker_allocs(void *ctx, const void *arg, size_t len, llll_buf *res)
 {
     (void)ctx;
-    (void)arg;
-    (void)len;
+    if (len == 1 && *(const char *)arg == 'm') {
+        void *volatile x = malloc(16);   /* volatile: not elided */
+        free(x);
+    }
     long n = forked_allocs;
     return llll_buf_set(res, &n, sizeof n);
 }
@@ -1030,6 +1036,11 @@ START_TEST(a_fork_pool_worker_serves_small_items_without_allocating)
     size_t bad = SIZE_MAX;
     int rc = llll_pool_map(pool, 20000, small_arg, no_allocs, &bad, NULL);
     ck_assert_msg(rc == 0, "map: %s (item %zu: its worker had allocated)", llll_strerror(rc), bad);
+    long n = -1;
+    ck_assert_int_eq(llll_pool_call(pool, "m", 1, &res), 0);
+    ck_assert_uint_eq(res.len, sizeof n);
+    memcpy(&n, res.data, sizeof n);
+    ck_assert_msg(n == 1, "a malloc in fn counted %ld", n);
     llll_buf_free(&res);
     llll_pool_free(pool);
     watch_pid = 0;
