@@ -2424,7 +2424,8 @@ static void settle(struct map *m, struct batch *b, uint32_t j, int rc, const voi
     }
     if (++b->got == b->n) {
         b->done = true;
-        pthread_cond_signal(&m->cv);
+        if (b == m->w_head)   /* results are delivered in index order */
+            pthread_cond_signal(&m->cv);
     }
 }
 
@@ -2616,7 +2617,8 @@ static void take_reply(struct pump *u)
         b->got += count;
         if (b->got == b->n) {
             b->done = true;
-            pthread_cond_signal(&m->cv);
+            if (b == m->w_head)   /* else the map's thread cannot deliver it yet */
+                pthread_cond_signal(&m->cv);
         }
     }
     bump(&p->calls, count);
@@ -2660,7 +2662,10 @@ static void pump_drive(struct pump *u)
     for (;;) {
         if (can_send(m, u)) {
             struct batch *b = sq_pop(m);
-            pthread_cond_signal(&m->cv);   /* room for another batch */
+            /* Room for more batches: the map's thread is woken once the
+             * queue is half empty, to fill it in one go, not per batch. */
+            if (2 * m->sq_len < sq_room(m))
+                pthread_cond_signal(&m->cv);
             struct slot *s = &p->slots[u->slot];
             b->id = ++s->next_id;
             put32(b->req.data, b->id);
