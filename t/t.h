@@ -227,6 +227,20 @@ static inline void t_raw_write(int fd, const void *p, size_t n)
     }
 }
 
+/* Reads exactly n bytes from fd into p by hand. */
+static inline void t_raw_read(int fd, void *p, size_t n)
+{
+    char *c = p;
+    while (n > 0) {
+        ssize_t r = read(fd, c, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        ck_assert_int_gt(r, 0);
+        c += r;
+        n -= (size_t)r;
+    }
+}
+
 /* Waits until thread tid sleeps in the kernel (it is then blocked inside the
  * call under test: nothing else it does after publishing tid can sleep), or
  * has ended (the caller's checks of its result then tell what went wrong).

@@ -1054,9 +1054,6 @@ START_TEST(a_pool_leaves_no_fd_open_after_crashes_timeouts_and_free)
 }
 END_TEST
 
-/* Each worker ignores EOF; the case's timeout is far below their number
- * times one grace: free must give them their grace together. */
-#define LINGERERS 24
 /* Workers that ignore EOF: each runs under a shell that, once its worker
  * returned, waits for a line on an inherited pipe. free must give them one
  * grace together: once it killed the first, it kills the others without

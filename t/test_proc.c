@@ -501,6 +501,14 @@ END_TEST
 
 /* ------------------------------------------------------- end, join, kill */
 
+/* For a test that made this process the reaper of its orphans: it no longer
+ * is, and every orphan it adopted was reaped. */
+static void subreaper_end(void)
+{
+    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
+    t_assert_no_child();
+}
+
 /* on_end of a child whose first stdout line is a grandchild's pid: notes
  * whether that grandchild was still running then. */
 static bool grandchild_alive_at_end;
@@ -537,8 +545,7 @@ START_TEST(on_end_comes_while_a_grandchild_holds_stdout_open)
     ck_assert_int_eq(kill(g, SIGKILL), 0);
     ck_assert_int_eq(waitpid(g, &st, 0), g);
     ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
-    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
-    t_assert_no_child();
+    subreaper_end();
     cap_free(&c);
 }
 END_TEST
@@ -611,8 +618,7 @@ START_TEST(kill_reaches_the_whole_group_with_new_group)
     ck_assert(WIFSIGNALED(st));
     ck_assert_int_eq(WTERMSIG(st), SIGTERM);
     llll_proc_free(p);
-    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
-    t_assert_no_child();
+    subreaper_end();
     cap_free(&c);
 }
 END_TEST
@@ -1177,8 +1183,7 @@ START_TEST(run_timeout_ends_the_whole_group_with_new_group)
     }
     ck_assert_int_eq(errno, ECHILD);
     ck_assert(seen);
-    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
-    t_assert_no_child();
+    subreaper_end();
     llll_buf_free(&out);
 }
 END_TEST
@@ -1541,8 +1546,7 @@ START_TEST(die_with_parent_outlives_the_starting_thread_and_dies_with_the_proces
     int st = reap_orphans(cat);
     ck_assert(WIFSIGNALED(st));
     ck_assert_int_eq(WTERMSIG(st), SIGKILL);
-    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
-    t_assert_no_child();
+    subreaper_end();
 }
 END_TEST
 
@@ -1554,8 +1558,7 @@ START_TEST(die_with_parent_with_new_group_kills_the_whole_group)
     int st = reap_orphans(member);
     ck_assert(WIFSIGNALED(st));
     ck_assert_int_eq(WTERMSIG(st), SIGKILL);
-    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
-    t_assert_no_child();
+    subreaper_end();
 }
 END_TEST
 

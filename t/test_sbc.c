@@ -32,19 +32,6 @@ static llll_sbc *open_on_raw_pair(int sv[2])
     return ch;
 }
 
-static void raw_read(int fd, void *p, size_t n)
-{
-    char *c = p;
-    while (n > 0) {
-        ssize_t r = read(fd, c, n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        ck_assert_int_gt(r, 0);
-        c += r;
-        n -= (size_t)r;
-    }
-}
-
 static unsigned char pattern_byte(size_t i, unsigned seed)
 {
     return (unsigned char)((i * 131u + seed * 17u + (i >> 8)) & 0xff);
@@ -252,7 +239,7 @@ START_TEST(send_over_the_max_gives_emsgsize_and_puts_nothing_on_the_wire)
     assert_wire_empty(sv[1]);
     ck_assert_int_eq(llll_sbc_send(ch, data, 16), 0);
     unsigned char got[20];
-    raw_read(sv[1], got, 20);
+    t_raw_read(sv[1], got, 20);
     ck_assert_mem_eq(got, "\0\0\0\x10", 4);
     ck_assert_mem_eq(got + 4, data, 16);
     assert_wire_empty(sv[1]);
@@ -314,14 +301,14 @@ START_TEST(the_bytes_on_the_wire_are_a_big_endian_length_then_the_payload)
     llll_sbc *ch = open_on_raw_pair(sv);
     ck_assert_int_eq(llll_sbc_send(ch, "hello", 5), 0);
     unsigned char got[9];
-    raw_read(sv[1], got, sizeof got);
+    t_raw_read(sv[1], got, sizeof got);
     static const unsigned char want[9] = { 0, 0, 0, 5, 'h', 'e', 'l', 'l', 'o' };
     ck_assert_mem_eq(got, want, 9);
     assert_wire_empty(sv[1]);
 
     static unsigned char big[0x010203];
     ck_assert_int_eq(llll_sbc_send(ch, big, sizeof big), 0);
-    raw_read(sv[1], got, 4);
+    t_raw_read(sv[1], got, 4);
     ck_assert_mem_eq(got, "\0\x01\x02\x03", 4);
     llll_sbc_close(ch);
     close(sv[1]);
@@ -854,7 +841,7 @@ START_TEST(child_with_r_w_pipes_works_and_removes_the_variable)
     ck_assert_mem_eq(f.data, "hi", 2);
     ck_assert_int_eq(llll_sbc_send(ch, "yo!", 3), 0);
     unsigned char got[7];
-    raw_read(up[0], got, 7);
+    t_raw_read(up[0], got, 7);
     ck_assert_mem_eq(got, "\0\0\0\x03yo!", 7);
     close(down[1]);
     ck_assert_int_eq(llll_sbc_recv(ch, &f, -1), LLLL_EOF);
@@ -881,7 +868,7 @@ START_TEST(child_with_one_socket_fd_works)
     ck_assert_int_ne(fcntl(fd, F_GETFD) & FD_CLOEXEC, 0);
     ck_assert_int_eq(llll_sbc_send(ch, "up", 2), 0);
     unsigned char got[6];
-    raw_read(sv[1], got, 6);
+    t_raw_read(sv[1], got, 6);
     ck_assert_mem_eq(got, "\0\0\0\x02up", 6);
     ck_assert_int_eq(llll_sbc_shutdown(ch), 0);
     ck_assert_int_eq(read(sv[1], got, 1), 0);

@@ -15,18 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "llll.h"
 #include "t.h"
 
 /* ----------------------------------------------------------------- helpers */
-
-static pid_t gettid_(void)
-{
-    return (pid_t)syscall(SYS_gettid);
-}
 
 /* Waits until a thread published its tid in *tid, then until it sleeps. */
 static void wait_blocked(_Atomic pid_t *tid)
@@ -190,7 +184,7 @@ struct holder {
 static void *hold_receive_side(void *arg)
 {
     struct holder *h = arg;
-    atomic_store(&h->tid, gettid_());
+    atomic_store(&h->tid, gettid());
     atomic_store(&h->rc, llll_sbc_recv(h->ch, &h->f, -1));
     atomic_store(&h->done, true);
     return NULL;
@@ -395,7 +389,7 @@ struct caller {
 static void *call_once(void *arg)
 {
     struct caller *c = arg;
-    atomic_store(&c->tid, gettid_());
+    atomic_store(&c->tid, gettid());
     c->rc = llll_pool_call(c->p, &c->c, 1, &c->res);
     return NULL;
 }
@@ -523,7 +517,7 @@ struct freer {
 static void *free_gen(void *arg)
 {
     struct freer *f = arg;
-    atomic_store(&f->tid, gettid_());
+    atomic_store(&f->tid, gettid());
     llll_gen_free(f->g);
     atomic_store(&f->done, true);
     return NULL;
