@@ -2765,8 +2765,7 @@ static int pump_start(struct map *m, int i)
         if (!u)
             return -ENOMEM;
         pthread_cond_init(&u->cv, NULL);
-        u->p = p;
-        u->m = m;
+        u->p = p;   /* its map is set below, before it can take the lock */
         int rc = thread_start(&u->th, pump_main, u);
         if (rc) {
             pthread_cond_destroy(&u->cv);
