@@ -31,10 +31,14 @@
  * parent-death signal, and glibc's reports the exec error through memory
  * shared with the child, which is lost when an emulator (qemu-user) runs
  * CLONE_VFORK as a plain fork.
- * Either way the child's exec error comes back one way only: the child
- * writes its errno into a close-on-exec pipe and the parent blocks reading
- * it until 4 bytes or EOF (the exec closed it). That is right whether or not
- * the parent was suspended until the exec (CLONE_VFORK honoured or not).
+ * Either way the child writes its errno into a close-on-exec pipe before it
+ * exits. A clone child also writes it, and that it ran, into the struct
+ * spawn it shares with us: when the clone returns (CLONE_VFORK honoured) the
+ * parent reads the outcome there and never waits on the pipe, which a fork
+ * made meanwhile by another thread of the program may hold open. Otherwise
+ * (a fork, or a clone an emulator such as qemu-user ran as a fork) it reads
+ * the pipe until 4 bytes or EOF (the exec closed it), for SETUP_LIMIT_MS at
+ * most: a child stuck longer before its exec or fn is killed.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -105,6 +109,9 @@ const char *llll_strerror(int rc)
 #define CHILD_STACK (128 * 1024)
 #define POLL_BACKOFF_MAX_MS 100
 #define INSTANCE_GRACE_MS 200
+/* How long a child may take to exec (or, forked, to reach fn) when its report
+ * is read from its error pipe: one stuck longer is killed (-ETIMEDOUT). */
+#define SETUP_LIMIT_MS 10000
 #define CHANNEL_SOCKBUF (4 << 20)
 
 /* The proc whose reader thread this is (NULL on every other thread): its
@@ -167,6 +174,17 @@ static void deadline_after(struct timespec *ts, int ms)
         ts->tv_sec++;
         ts->tv_nsec -= 1000000000L;
     }
+}
+
+/* Milliseconds left until dl (NULL: forever, -1), at least 0. */
+static int ms_until(const struct timespec *dl)
+{
+    if (!dl)
+        return -1;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long long ms = (long long)(dl->tv_sec - now.tv_sec) * 1000 + (dl->tv_nsec - now.tv_nsec) / 1000000;
+    return ms <= 0 ? 0 : ms > INT_MAX ? INT_MAX : (int)ms;
 }
 
 /*
@@ -358,6 +376,10 @@ struct spawn {
     int chan;                  /* a forked child's channel end, used in place */
     llll_sbc *ch;              /* the channel on it, for fn */
     int errfd;                 /* child writes its errno here on failure */
+    /* Written by a clone child that shares our memory (not by one an
+     * emulator runs as a fork): it ran, and its errno (0: it exec'd). */
+    volatile int shared;
+    volatile int shared_err;
 };
 
 /* ------------------------------------------------------------- the child */
@@ -550,8 +572,9 @@ NO_ASAN static int child_setup(const struct spawn *s)
     return child_fds(s);
 }
 
-NO_ASAN static _Noreturn void child_fail(const struct spawn *s, int err)
+NO_ASAN static _Noreturn void child_fail(struct spawn *s, int err)
 {
+    s->shared_err = err;
     while (C_CALL(write, s->errfd, &err, sizeof err) == EINTR) {
     }
     for (;;)
@@ -559,7 +582,7 @@ NO_ASAN static _Noreturn void child_fail(const struct spawn *s, int err)
 }
 
 /* The child of a spawn: set up, empty signal mask, exec. */
-NO_ASAN static _Noreturn void child_exec(const struct spawn *s)
+NO_ASAN static _Noreturn void child_exec(struct spawn *s)
 {
     int err = child_setup(s);
     if (!err)
@@ -583,7 +606,9 @@ NO_ASAN static _Noreturn void child_exec(const struct spawn *s)
 #ifdef LLLL_USE_CLONE
 NO_ASAN static int child_clone_main(void *arg)
 {
-    child_exec(arg);
+    struct spawn *s = arg;
+    s->shared = 1;
+    child_exec(s);
 }
 #endif
 
@@ -670,14 +695,23 @@ static pid_t spawn_fork(struct spawn *s)
 }
 
 /* The child's report on its error pipe: its errno (4 bytes), 0 (a forked
- * function set itself up) or EOF (the exec closed the pipe): 0. Blocks, so
- * it is right whether the child ran before the parent resumed or not. */
-static int read_child_error(int fd)
+ * function set itself up) or EOF (the exec closed the pipe): 0. Waits, so
+ * it is right whether the child ran before the parent resumed or not, but
+ * SETUP_LIMIT_MS at most: then *hung. */
+static int read_child_error(int fd, bool *hung)
 {
     int err = 0;
     size_t got = 0;
+    struct timespec dl;
+    deadline_after(&dl, SETUP_LIMIT_MS);
     while (got < sizeof err) {
-        ssize_t n = read(fd, (char *)&err + got, sizeof err - got);
+        struct pollfd f = {fd, POLLIN, 0};
+        int r = poll(&f, 1, ms_until(&dl));
+        if (r == 0) {
+            *hung = true;
+            return ETIMEDOUT;
+        }
+        ssize_t n = r < 0 ? -1 : read(fd, (char *)&err + got, sizeof err - got);
         if (n > 0)
             got += (size_t)n;
         else if (n == 0)
@@ -738,9 +772,13 @@ static int spawn(llll_proc *p, struct spawn *s)
     pthread_setcancelstate(cs, NULL);
     errno = saved;
 
-    /* Without a lock: a fork of the library that inherited the write end
-     * closes it at once (close_inherited). */
-    int err = c < 0 ? cerr : read_child_error(p->ep[0]);
+    /* A clone child that shared our memory has exec'd or exited by now: it
+     * left its errno there. Otherwise (a fork, or a clone an emulator ran as
+     * a fork) its report comes on the pipe, read without a lock: a fork of
+     * the library that inherited the write end closes it at once
+     * (close_inherited), one of another program's at its exec or exit. */
+    bool hung = false;
+    int err = c < 0 ? cerr : s->shared ? s->shared_err : read_child_error(p->ep[0], &hung);
     pthread_mutex_lock(&reg_lock);
     close_fd(&p->ep[0]);
 #if defined(SYS_pidfd_open) && !defined(LLLL_NO_PIDFD)
@@ -754,6 +792,8 @@ static int spawn(llll_proc *p, struct spawn *s)
     if (c < 0)
         return -cerr;
     if (err) {
+        if (hung)   /* no report within SETUP_LIMIT_MS: stuck before its exec or fn */
+            kill(c, SIGKILL);
         while (waitpid(c, NULL, 0) < 0 && errno == EINTR) {
         }
         return -err;
@@ -1606,17 +1646,6 @@ void llll_print_line(void *userdata, const char *line, size_t len)
 /* ------------------------------------------------------------ proc_run */
 
 #define RUN_GRACE_MS 200
-
-/* Milliseconds left until dl (NULL: forever, -1), at least 0. */
-static int ms_until(const struct timespec *dl)
-{
-    if (!dl)
-        return -1;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    long long ms = (long long)(dl->tv_sec - now.tv_sec) * 1000 + (dl->tv_nsec - now.tv_nsec) / 1000000;
-    return ms <= 0 ? 0 : ms > INT_MAX ? INT_MAX : (int)ms;
-}
 
 /* Writes n bytes at d to p's stdin, never blocking past dl, then closes it.
  * The reader thread drains stdout and stderr meanwhile, so a child that

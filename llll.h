@@ -335,9 +335,13 @@ enum { LLLL_STDIN_PIPE = 0, LLLL_STDIN_NULL = 1, LLLL_STDIN_INHERIT = 2 };
  * lives as long as the child starts it (the kernel's parent-death signal
  * follows the starting thread), and a set-user-ID program clears it; with
  * new_group too, a /bin/sh guard in a group of its own kills the group when
- * this process dies. The exec error comes back on a close-on-exec pipe read
+ * this process dies. On Linux the start returns once the child has exec'd
+ * (the clone suspends this thread until then). With a fork (LLLL_SPAWN_FORK,
+ * ThreadSanitizer, off Linux, or an emulator such as qemu-user that runs the
+ * clone as a fork) the exec's outcome is read from a close-on-exec pipe
  * until EOF: a fork without exec that another thread of the program makes
- * meanwhile delays the start until that fork's child execs or exits.
+ * meanwhile delays the start until that fork's child execs or exits, and a
+ * child that has not exec'd within 10 s is killed (-ETIMEDOUT).
  *
  * Callbacks of one child run on one library thread, never two at once, every
  * line callback before on_end. The end is seen when the child exits even while
@@ -361,6 +365,10 @@ enum { LLLL_STDIN_PIPE = 0, LLLL_STDIN_NULL = 1, LLLL_STDIN_INHERIT = 2 };
  * -EAGAIN   out of processes (RLIMIT_NPROC) or threads: retry later, or
  *           start fewer at once.
  * -ENOMEM   out of memory.
+ * -ETIMEDOUT  with a fork (see above), the child did not exec within 10 s:
+ *           it was killed. qemu-user now and then hangs a child forked while
+ *           other threads run, before it runs any code; a pthread_atfork
+ *           handler that never returns does the same.
  * Thread-safety: any thread, a callback's included, while other threads
  * start children too.
  */
@@ -541,7 +549,9 @@ int llll_instance_start(llll_instance **out, const char *const argv[], const lll
  * -ENOSYS   proc.die_with_parent off Linux.
  * -EAGAIN   out of processes (RLIMIT_NPROC) or threads: retry later.
  * -EMFILE, -ENFILE  out of fds for the channel or the pipes.
- * -ENOMEM   out of memory (here, or in the child applying proc.env).
+ * -ENOMEM   out of memory.
+ * -ETIMEDOUT  the child did not reach fn within 10 s (stuck before it ran
+ *           any code of ours, as in llll_proc_start): it was killed.
  * -EINVAL   out or fn is NULL.
  * Thread-safety: any thread; the child has only the calling thread, so a
  * lock another thread held at the fork stays locked in it. */

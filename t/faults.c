@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -1049,6 +1050,156 @@ START_TEST(a_fork_pool_worker_serves_small_items_without_allocating)
 }
 END_TEST
 
+/* ------------------------------------------------ a child stuck at its fork */
+
+/* How many of the next forks hang in a pthread_atfork child handler, before
+ * any code of the library runs in them (as qemu-user now and then hangs a
+ * child forked among running threads). In memory every fork shares, so the
+ * parent sees which forks took their turn. */
+static _Atomic int *hang_forks;
+
+static void hang_in_child(void)
+{
+    if (hang_forks && atomic_fetch_sub(hang_forks, 1) > 0)
+        for (;;)
+            pause();
+}
+
+static void hang_forks_init(void)
+{
+    hang_forks = mmap(NULL, sizeof *hang_forks, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ck_assert(hang_forks != MAP_FAILED);
+    *hang_forks = 0;
+    ck_assert_int_eq(pthread_atfork(NULL, NULL, hang_in_child), 0);
+}
+
+/* A fork whose child never gets to fn: the start gives -ETIMEDOUT once the
+ * child has been stuck for the library's limit, and the child is gone. */
+START_TEST(a_forked_child_stuck_before_fn_is_killed_and_the_start_gives_etimedout)
+{
+    hang_forks_init();
+    prepare();
+    struct held h = held_settled();
+    *hang_forks = 1;
+    llll_instance *in = (llll_instance *)&in;
+    double t0 = now_s();
+    ck_assert_int_eq(llll_instance_fork(&in, fork_body, NULL, NULL), -ETIMEDOUT);
+    double waited = now_s() - t0;
+    ck_assert_ptr_null(in);
+    ck_assert_int_eq(*hang_forks, 0);   /* it was that child */
+    ck_assert_int_eq(start_one(START_FORK), 0);   /* the next is fine */
+    fprintf(stderr, "faults: a child stuck at its fork: -ETIMEDOUT after %.1f s, nothing left\n", waited);
+    assert_nothing_left(h, "stuck fork");
+}
+END_TEST
+
+static int die_on_d(void *ctx, const void *arg, size_t len, llll_buf *res)
+{
+    (void)ctx;
+    if (len == 1 && *(const char *)arg == 'd')
+        _exit(3);
+    return llll_buf_set(res, arg, len);
+}
+
+/* A fork pool whose replacement worker gets stuck at its fork: that start
+ * fails, and the next call starts another that serves it. */
+START_TEST(a_fork_pool_replaces_a_worker_stuck_at_its_fork)
+{
+    hang_forks_init();
+    prepare();
+    struct held h = held_settled();
+    llll_pool *pool;
+    ck_assert_int_eq(llll_pool_fork(&pool, die_on_d, NULL, 1, NULL), 0);
+    llll_buf res = LLLL_BUF_INIT;
+    *hang_forks = 1;
+    double t0 = now_s();
+    ck_assert_int_eq(llll_pool_call(pool, "d", 1, &res), -ECONNRESET);
+    double waited = now_s() - t0;
+    ck_assert_int_eq(*hang_forks, 0);   /* its replacement got stuck */
+    ck_assert_int_eq(llll_pool_size(pool), 0);
+    ck_assert_int_eq(llll_pool_call(pool, "x", 1, &res), 0);
+    ck_assert_uint_eq(res.len, 1);
+    ck_assert_int_eq(*(char *)res.data, 'x');
+    ck_assert_int_eq(llll_pool_size(pool), 1);
+    llll_pool_stats st;
+    llll_pool_get_stats(pool, &st);
+    ck_assert_uint_eq(st.crashes, 1);
+    ck_assert_uint_eq(st.respawns, 1);
+    llll_buf_free(&res);
+    llll_pool_free(pool);
+    fprintf(stderr, "faults: a pool worker stuck at its fork: the call that lost its worker took %.1f s, the next call was served\n", waited);
+    assert_nothing_left(h, "stuck pool worker");
+}
+END_TEST
+
+/* ------------------------------------ a fork by another thread of the program */
+
+/* While holders_armed, each pipe2 is followed by a fork of this process that
+ * keeps every fd it inherited, without exec, until the test releases it (it
+ * reads EOF on release_rd): as a fork made by another thread of the program
+ * while a start is under way would. */
+static bool holders_armed;
+static pid_t holders[8];
+static int nholders, release_rd = -1, release_wr = -1;
+
+int pipe2(int fds[2], int flags)
+{
+    int rc = (int)syscall(SYS_pipe2, fds, flags);
+    if (rc == 0 && holders_armed && nholders < 8) {
+        pid_t c = fork();
+        if (c == 0) {
+            char b;
+            close(release_wr);
+            while (read(release_rd, &b, 1) < 0 && errno == EINTR) {
+            }
+            _exit(0);
+        }
+        if (c > 0)
+            holders[nholders++] = c;
+    }
+    return rc;
+}
+
+/* On Linux a start returns once its child has exec'd (or failed to): it does
+ * not wait for the EOF of its error pipe, which such a fork holds open. */
+START_TEST(a_start_does_not_wait_for_a_fork_that_holds_its_pipes)
+{
+#ifdef LLLL_SPAWN_FORK
+    T_SKIP_UNLESS(false, "LLLL_SPAWN_FORK: the start reads its error pipe until EOF");
+#endif
+    T_SKIP_UNLESS(!t_under_qemu(), "qemu-user runs the clone as a fork: the start reads its error pipe until EOF");
+    prepare();
+    struct held h = held_settled();
+    int rel[2];
+    ck_assert_int_eq(pipe2(rel, O_CLOEXEC), 0);
+    release_rd = rel[0];
+    release_wr = rel[1];
+    const char *true_argv[] = { "true", NULL }, *none_argv[] = { "/nonexistent/llll", NULL };
+    llll_proc *p = NULL, *q = (llll_proc *)&q;
+    holders_armed = true;
+    int rc = llll_proc_start(&p, true_argv, NULL);
+    int nrc = llll_proc_start(&q, none_argv, NULL);
+    holders_armed = false;
+    ck_assert_int_eq(rc, 0);
+    ck_assert_int_eq(nrc, -ENOENT);
+    ck_assert_ptr_null(q);
+    int held_by = nholders;
+    for (int k = 0; k < nholders; k++)   /* every holder is still there */
+        ck_assert_int_eq(waitpid(holders[k], NULL, WNOHANG), 0);
+    int st = -1;
+    ck_assert_int_eq(llll_proc_join(p, -1, &st), 0);
+    ck_assert_int_eq(st, 0);
+    llll_proc_free(p);
+    close(release_wr);
+    for (int k = 0; k < nholders; k++)
+        ck_assert_int_eq(waitpid(holders[k], NULL, 0), holders[k]);
+    close(release_rd);
+    nholders = 0;
+    fprintf(stderr, "faults: two starts returned while %d forks held their pipes\n", held_by);
+    assert_nothing_left(h, "forks holding pipes");
+}
+END_TEST
+
 static Suite *faults_suite(void)
 {
     Suite *s = suite_create("faults");
@@ -1071,6 +1222,9 @@ static Suite *faults_suite(void)
     tcase_add_test(tc, an_instance_flooding_stdout_during_a_recv_loses_neither_lines_nor_the_frame);
     tcase_add_test(tc, a_forked_instance_allocates_nothing_in_the_child_before_fn);
     tcase_add_test(tc, a_fork_pool_worker_serves_small_items_without_allocating);
+    tcase_add_test(tc, a_forked_child_stuck_before_fn_is_killed_and_the_start_gives_etimedout);
+    tcase_add_test(tc, a_fork_pool_replaces_a_worker_stuck_at_its_fork);
+    tcase_add_test(tc, a_start_does_not_wait_for_a_fork_that_holds_its_pipes);
     suite_add_tcase(s, tc);
     return s;
 }
