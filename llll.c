@@ -711,7 +711,12 @@ static int read_child_error(int fd, bool *hung)
             *hung = true;
             return ETIMEDOUT;
         }
-        ssize_t n = r < 0 ? -1 : read(fd, (char *)&err + got, sizeof err - got);
+        if (r < 0) {
+            if (errno != EINTR)
+                return errno;
+            continue;
+        }
+        ssize_t n = read(fd, (char *)&err + got, sizeof err - got);
         if (n > 0)
             got += (size_t)n;
         else if (n == 0)

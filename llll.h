@@ -536,9 +536,10 @@ int llll_instance_start(llll_instance **out, const char *const argv[], const lll
  * stdio buffers (stdout and stderr are flushed before the fork, and the
  * child flushes them after fn). Only fn's thread exists in the child (see
  * Gotchas in README); before fn it makes system calls only, and allocates
- * nothing (the channel was made by the parent). The child closes the pipes and channels llll made for
- * its other children (and our end of its own channel), so none of their
- * peers waits for an EOF because of it; every other fd stays open.
+ * nothing (the channel was made by the parent). The child closes the pipes
+ * and channels llll made for its other children (and our end of its own
+ * channel), so none of their peers waits for an EOF because of it; every
+ * other fd stays open.
  * proc.env and proc.cwd apply; fn runs with no signal blocked. With
  * proc.die_with_parent the fork is made by a library thread (see
  * llll_proc_start). A fork copies the page tables: it costs more the larger

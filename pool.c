@@ -320,7 +320,8 @@ static void bump(_Atomic uint64_t *c, uint64_t by)
 
 /* Copies n bytes from s to d, which may overlap: a few bytes (an item of a
  * bulk map, say) without a call to memmove. sbc.c has the same for
- * llll_buf_set: each file builds alone, as when it is copied into a project. */
+ * llll_buf_set: the library exports only the names of llll.h, and a call
+ * from one file to the other would cost what inlining saves. */
 static inline void copy_small(void *d, const void *s, size_t n)
 {
     unsigned char *o = d;
@@ -347,7 +348,6 @@ static inline void copy_small(void *d, const void *s, size_t n)
     }
 }
 
-/* Appends len bytes to b. */
 /* Makes room for len more bytes after b's contents: a pointer to them (b->len
  * is not moved), or NULL. Inline: the bulk paths call it per item. */
 static inline unsigned char *room(llll_buf *b, size_t len)
@@ -2403,6 +2403,19 @@ static struct batch *sq_pop(struct map *m)
     return b;
 }
 
+/* count more results of b are in. Once it has them all, and it is the next
+ * batch to deliver (results go out in index order), the map's thread is
+ * woken. Lock held. */
+static void batch_got(struct map *m, struct batch *b, uint32_t count)
+{
+    b->got += count;
+    if (b->got == b->n) {
+        b->done = true;
+        if (b == m->w_head)
+            pthread_cond_signal(&m->cv);
+    }
+}
+
 /* Records the outcome of item j of b (a retry: of its item in the parent). */
 static void settle(struct map *m, struct batch *b, uint32_t j, int rc, const void *data, uint32_t len)
 {
@@ -2422,11 +2435,7 @@ static void settle(struct map *m, struct batch *b, uint32_t j, int rc, const voi
         b->out[j].rc = rc;
         b->out[j].len = 0;
     }
-    if (++b->got == b->n) {
-        b->done = true;
-        if (b == m->w_head)   /* results are delivered in index order */
-            pthread_cond_signal(&m->cv);
-    }
+    batch_got(m, b, 1);
 }
 
 /* A batch of item j of b alone, at the front of the send queue. */
@@ -2614,12 +2623,7 @@ static void take_reply(struct pump *u)
             for (uint32_t j = 0; j < count; j++)
                 b->out[first + j].off += base;
         }
-        b->got += count;
-        if (b->got == b->n) {
-            b->done = true;
-            if (b == m->w_head)   /* else the map's thread cannot deliver it yet */
-                pthread_cond_signal(&m->cv);
-        }
+        batch_got(m, b, count);
     }
     bump(&p->calls, count);
     bump(&p->failures, failures);

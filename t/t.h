@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -290,7 +289,7 @@ static inline int t_new_threads_block_every_signal(const pid_t *before, int nb)
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    unsigned long long want = t_status_field((pid_t)syscall(SYS_gettid), "SigBlk", 16);
+    unsigned long long want = t_status_field(gettid(), "SigBlk", 16);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pid_t now[256];
     int n = t_task_ids(now, 256), checked = 0;
